@@ -1,0 +1,59 @@
+# Everything a person does with this repository. `make run` and `make test` set up all they
+# need on a fresh Debian machine (root, or sudo-less apt as root).
+
+PYTHON        ?= python3
+KERNEL_PYTHON ?= /usr/bin/python3
+VENV          := .venv
+KVENV         := .kernel-venv
+PY            := $(VENV)/bin/python
+ARGS          ?=
+
+.PHONY: run test lint format bench clean deps system-deps
+
+run: deps
+	$(PY) -m server $(ARGS)
+
+test: deps lint
+	$(PY) -m pytest $(ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check server kernels tests
+	$(VENV)/bin/ruff format --check server kernels tests
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format server kernels tests
+	$(VENV)/bin/ruff check --fix server kernels tests
+
+bench: deps
+	@echo "benchmark suite: not built yet (issue 5)"
+
+clean:
+	rm -rf $(VENV) $(KVENV) .data .pytest_cache .ruff_cache *.egg-info
+
+deps: system-deps $(VENV)/.installed $(KVENV)/.installed
+
+# Debian packages the server needs: venv support for both interpreters, bubblewrap.
+system-deps:
+	@missing=""; \
+	$(KERNEL_PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v prlimit >/dev/null || missing="$$missing util-linux"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+# The kernels' environment: from a world-readable Python so sandbox uids can run it.
+$(KVENV)/.installed: kernel-requirements.txt
+	$(KERNEL_PYTHON) -m venv $(KVENV)
+	$(KVENV)/bin/pip install -q --upgrade pip
+	$(KVENV)/bin/pip install -q -r kernel-requirements.txt
+	MPLCONFIGDIR=$(KVENV)/mplconfig $(KVENV)/bin/python -c 'import matplotlib.pyplot'
+	chmod -R a+rX $(KVENV)
+	touch $@

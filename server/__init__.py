@@ -1,0 +1,1 @@
+"""Web layer: routes, auth, protocol, REST and WebSocket handlers, store."""

@@ -111,7 +111,7 @@ class LocalLauncher:
         home.mkdir(exist_ok=True)
         argv = self.command.argv(str(slot.connection_file), startup_files())
         env = self.command.env(home=str(home), mplconfig=str(slot.runtime_dir.parent / "mpl"))
-        with open(slot.log_file, "ab") as log:
+        with open(slot.log_file, "ab") as log:  # noqa: ASYNC230 (tiny, local)
             return await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,

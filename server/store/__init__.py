@@ -1,0 +1,5 @@
+"""Session metadata storage: a `Store` protocol, SQLite by default, MongoDB optionally."""
+
+from .base import SessionRecord, Store
+
+__all__ = ["SessionRecord", "Store"]

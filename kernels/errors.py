@@ -1,0 +1,31 @@
+"""Domain errors of the kernel layer. The web layer maps them to HTTP statuses."""
+
+
+class KernelError(Exception):
+    """Base of every error the kernel layer raises on purpose."""
+
+    code = "kernel_error"
+
+
+class KernelStartFailed(KernelError):
+    code = "kernel_start_failed"
+
+
+class KernelDied(KernelError):
+    code = "kernel_died"
+
+
+class SessionNotFound(KernelError):
+    code = "session_not_found"
+
+
+class SessionClosed(KernelError):
+    code = "session_closed"
+
+
+class CapacityExceeded(KernelError):
+    code = "capacity_exceeded"
+
+
+class QueueFull(KernelError):
+    code = "queue_full"

@@ -1,0 +1,281 @@
+"""One running ipykernel process and the client end of its ZMQ channels.
+
+`Kernel` owns the process (started through a `Launcher`), one reader task per channel, and
+routes every message by `parent_header.msg_id` to whoever listens for that request. Process
+exit is awaited, not polled, so a death reaches listeners at once as a `KernelExit` item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from jupyter_client.connect import write_connection_file
+from jupyter_client.session import Session
+
+from .errors import KernelStartFailed
+from .launcher import KernelSlot, Launcher
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("shell", "iopub", "control")
+
+
+@dataclass(frozen=True)
+class KernelExit:
+    """Delivered to listeners when the process is gone; `expected` if we ended it."""
+
+    returncode: int | None
+    expected: bool
+
+
+Message = dict[str, Any]
+
+
+class Kernel:
+    """A started kernel: send requests, listen for the messages they cause, stop it."""
+
+    def __init__(self, launcher: Launcher, slot: KernelSlot, session: Session) -> None:
+        self.launcher = launcher
+        self.slot = slot
+        self.id = slot.kernel_id
+        self.session = session
+        self.process: asyncio.subprocess.Process | None = None
+        self.started_at = time.time()
+        self.exit: KernelExit | None = None
+        self._stopping = False
+        self._context = zmq.asyncio.Context.instance()
+        self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._listeners: dict[str, asyncio.Queue[tuple[str, Message] | KernelExit]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.exited = asyncio.get_running_loop().create_future()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, launcher: Launcher, runtime_root: Path, timeout: float = 60) -> Kernel:
+        """Start a kernel and return once its shell and iopub channels both answer."""
+        kernel_id = uuid.uuid4().hex
+        runtime_dir = runtime_root / kernel_id[:12]
+        runtime_dir.mkdir(mode=0o700, parents=True)
+        slot = KernelSlot(
+            kernel_id=kernel_id,
+            runtime_dir=runtime_dir,
+            connection_file=runtime_dir / "conn.json",
+            ipc_prefix=str(runtime_dir / "s"),
+        )
+        key = secrets.token_hex(32)
+        _, info = write_connection_file(
+            str(slot.connection_file),
+            ip=slot.ipc_prefix,
+            key=key.encode(),
+            transport="ipc",
+            kernel_name="kss",
+        )
+        kernel = cls(launcher, slot, Session(key=key.encode(), username="kss"))
+        try:
+            kernel.process = await launcher.start(slot)
+            kernel._connect(info)
+            async with asyncio.timeout(timeout):
+                await kernel._confirm_ready()
+        except BaseException as exc:
+            await kernel.stop(grace=0)
+            if isinstance(exc, TimeoutError | OSError | KernelStartFailed):
+                raise KernelStartFailed(
+                    f"kernel did not start: {exc!r}; log: {kernel.log_tail()}"
+                ) from exc
+            raise
+        log.info("kernel %s started (pid %s)", kernel.id[:12], kernel.pid)
+        return kernel
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.exit is None
+
+    def _connect(self, info: dict[str, Any]) -> None:
+        prefix = f"ipc://{info['ip']}-"
+        kinds = {"shell": zmq.DEALER, "iopub": zmq.SUB, "control": zmq.DEALER}
+        for name, kind in kinds.items():
+            sock = self._context.socket(kind)
+            sock.linger = 0
+            if kind == zmq.SUB:
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            else:
+                sock.setsockopt(zmq.IDENTITY, self.session.bsession)
+            sock.connect(prefix + str(info[f"{name}_port"]))
+            self._sockets[name] = sock
+        loop = asyncio.get_running_loop()
+        for name in CHANNELS:
+            self._tasks.append(loop.create_task(self._read(name), name=f"kernel-{name}"))
+        self._tasks.append(loop.create_task(self._watch_process(), name="kernel-exit"))
+
+    async def _confirm_ready(self) -> None:
+        """Send kernel_info until its reply and its iopub status both arrive."""
+        while True:
+            if self.exit is not None:
+                raise KernelStartFailed(f"kernel exited with code {self.exit.returncode}")
+            msg_id = self.send("shell", "kernel_info_request", {})
+            queue = self.listen(msg_id)
+            got_reply = got_iopub = False
+            try:
+                async with asyncio.timeout(0.5):
+                    while not (got_reply and got_iopub):
+                        item = await queue.get()
+                        if isinstance(item, KernelExit):
+                            break
+                        channel, _ = item
+                        got_reply |= channel == "shell"
+                        got_iopub |= channel == "iopub"
+            except TimeoutError:
+                pass
+            finally:
+                self.unlisten(msg_id)
+            if got_reply and got_iopub:
+                return
+
+    async def _watch_process(self) -> None:
+        assert self.process is not None
+        code = await self.process.wait()
+        self.exit = KernelExit(code, expected=self._stopping)
+        if not self._stopping:
+            log.warning("kernel %s died (exit code %s)", self.id[:12], code)
+        if not self.exited.done():
+            self.exited.set_result(self.exit)
+        for queue in self._listeners.values():
+            queue.put_nowait(self.exit)
+
+    async def stop(self, grace: float = 0.5) -> None:
+        """Ask the kernel to exit, kill it after `grace` seconds, release its resources."""
+        self._stopping = True
+        proc = self.process
+        if proc is not None and proc.returncode is None:
+            if grace > 0 and "control" in self._sockets:
+                with contextlib.suppress(Exception):
+                    self.send("control", "shutdown_request", {"restart": False})
+                    async with asyncio.timeout(grace):
+                        await proc.wait()
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await proc.wait()
+        if proc is not None and self.exit is None:
+            await asyncio.sleep(0)  # let the watcher record the exit
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._sockets.clear()
+        if self.exit is None:
+            self.exit = KernelExit(proc.returncode if proc else None, expected=True)
+        if not self.exited.done():
+            self.exited.set_result(self.exit)
+        for queue in self._listeners.values():
+            queue.put_nowait(self.exit)
+        with contextlib.suppress(Exception):
+            await self.launcher.release(self.slot)
+        await asyncio.to_thread(shutil.rmtree, self.slot.runtime_dir, True)
+        log.info("kernel %s stopped", self.id[:12])
+
+    def log_tail(self, limit: int = 2000) -> str:
+        try:
+            return self.slot.log_file.read_bytes()[-limit:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    # -- messaging -------------------------------------------------------------------------
+
+    def send(self, channel: str, msg_type: str, content: dict[str, Any]) -> str:
+        """Send a request; return its msg_id. Listen to it before awaiting anything."""
+        msg = self.session.msg(msg_type, content)
+        self.session.send(self._sockets[channel], msg)
+        return msg["header"]["msg_id"]
+
+    def listen(self, msg_id: str) -> asyncio.Queue[tuple[str, Message] | KernelExit]:
+        queue: asyncio.Queue[tuple[str, Message] | KernelExit] = asyncio.Queue()
+        if self.exit is not None:
+            queue.put_nowait(self.exit)
+        self._listeners[msg_id] = queue
+        return queue
+
+    def unlisten(self, msg_id: str) -> None:
+        self._listeners.pop(msg_id, None)
+
+    def execute(self, code: str, *, silent: bool = False) -> str:
+        return self.send(
+            "shell",
+            "execute_request",
+            {
+                "code": code,
+                "silent": silent,
+                "store_history": not silent,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": False,
+            },
+        )
+
+    def interrupt(self) -> None:
+        """Message-mode interrupt: a signal to a sandbox wrapper would kill the kernel."""
+        if self.alive:
+            self.send("control", "interrupt_request", {})
+
+    async def run_silent(self, code: str, timeout: float = 10) -> Message:
+        """Run set-up code without output or history; return the execute_reply content."""
+        msg_id = self.execute(code, silent=True)
+        queue = self.listen(msg_id)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    item = await queue.get()
+                    if isinstance(item, KernelExit):
+                        raise KernelStartFailed("kernel exited during set-up")
+                    channel, msg = item
+                    if channel == "shell":
+                        return msg["content"]
+        finally:
+            self.unlisten(msg_id)
+
+    async def _read(self, channel: str) -> None:
+        sock = self._sockets[channel]
+        session = self.session
+        listeners = self._listeners
+        while True:
+            frames = await sock.recv_multipart(copy=True)
+            try:
+                _, parts = session.feed_identities(frames, copy=True)
+                msg = session.deserialize(parts, content=True, copy=True)
+            except Exception:
+                log.warning("kernel %s: undecodable %s message", self.id[:12], channel)
+                continue
+            parent = msg.get("parent_header", {}).get("msg_id")
+            queue = listeners.get(parent) if parent else None
+            if queue is not None:
+                queue.put_nowait((channel, msg))
+            else:
+                log.debug(
+                    "kernel %s: %s %s without listener", self.id[:12], channel, msg["msg_type"]
+                )

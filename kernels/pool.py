@@ -1,0 +1,142 @@
+"""`KernelPool`: the only creator and destroyer of kernels, with warm spares.
+
+The pool keeps `warm_size` started, idle kernels; a session claims one (the launcher gives it
+the user's work dir, the kernel changes into it) so a new user's first result does not wait
+for a kernel start. Spares are refilled one at a time in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections import deque
+from pathlib import Path
+
+from .errors import KernelStartFailed
+from .kernel import Kernel
+from .launcher import Launcher
+
+log = logging.getLogger(__name__)
+
+
+class KernelPool:
+    """Starts, hands out and stops every kernel of this server."""
+
+    def __init__(
+        self,
+        launcher: Launcher,
+        runtime_root: Path,
+        warm_size: int = 2,
+        start_timeout: float = 60,
+    ) -> None:
+        self.launcher = launcher
+        self.runtime_root = runtime_root
+        self.warm_size = warm_size
+        self.start_timeout = start_timeout
+        self._warm: deque[Kernel] = deque()
+        self._live: set[Kernel] = set()
+        self._refill_task: asyncio.Task[None] | None = None
+        self._refill_wanted = asyncio.Event()
+        self._closed = False
+
+    async def start(self) -> None:
+        """Clear leftovers of an earlier run and begin filling the warm pool."""
+        if self.runtime_root.exists():
+            await asyncio.to_thread(shutil.rmtree, self.runtime_root, True)
+        self.runtime_root.mkdir(parents=True, mode=0o711)
+        self._refill_task = asyncio.get_running_loop().create_task(
+            self._refill(), name="pool-refill"
+        )
+        self._refill_wanted.set()
+
+    def status(self) -> dict[str, int]:
+        return {
+            "warm": len(self._warm),
+            "warm_target": self.warm_size,
+            "live": len(self._live),
+        }
+
+    async def wait_warm(self, timeout: float = 60) -> None:
+        """Until the warm pool is full (tests and benchmarks use it)."""
+        async with asyncio.timeout(timeout):
+            while len(self._warm) < self.warm_size:
+                await asyncio.sleep(0.02)
+
+    async def take(self, work_dir: Path) -> Kernel:
+        """A running kernel working in `work_dir`: a warm spare if any, else a new one."""
+        if self._closed:
+            raise KernelStartFailed("server is shutting down")
+        kernel = None
+        while self._warm:
+            candidate = self._warm.popleft()
+            if candidate.alive:
+                kernel = candidate
+                break
+            await self.discard(candidate)
+        self._refill_wanted.set()
+        if kernel is None:
+            kernel = await self._start_one()
+        try:
+            path = await self.launcher.claim(kernel.slot, work_dir)
+            await kernel.run_silent(f"__import__('os').chdir({path!r})")
+        except BaseException:
+            await self.discard(kernel)
+            raise
+        return kernel
+
+    async def discard(self, kernel: Kernel) -> None:
+        """Stop `kernel` and forget it."""
+        self._live.discard(kernel)
+        with contextlib.suppress(ValueError):
+            self._warm.remove(kernel)
+        await kernel.stop()
+
+    async def close(self) -> None:
+        """Stop every kernel this pool started."""
+        self._closed = True
+        if self._refill_task is not None:
+            self._refill_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refill_task
+        kernels = list(self._live)
+        self._live.clear()
+        self._warm.clear()
+        await asyncio.gather(*(k.stop() for k in kernels), return_exceptions=True)
+        await asyncio.to_thread(shutil.rmtree, self.runtime_root, True)
+
+    async def _start_one(self) -> Kernel:
+        self.runtime_root.mkdir(parents=True, exist_ok=True)
+        kernel = await Kernel.start(self.launcher, self.runtime_root, self.start_timeout)
+        if self._closed:
+            await kernel.stop(grace=0)
+            raise KernelStartFailed("server is shutting down")
+        self._live.add(kernel)
+        return kernel
+
+    async def _refill(self) -> None:
+        failures = 0
+        while True:
+            await self._refill_wanted.wait()
+            self._refill_wanted.clear()
+            while len(self._warm) < self.warm_size and not self._closed:
+                try:
+                    kernel = await self._start_one()
+                except KernelStartFailed as exc:
+                    failures += 1
+                    log.error("warm kernel failed to start (%d in a row): %s", failures, exc)
+                    await asyncio.sleep(min(30, 2**failures))
+                    continue
+                failures = 0
+                self._warm.append(kernel)
+                asyncio.get_running_loop().create_task(
+                    self._forget_when_dead(kernel), name="warm-watch"
+                )
+
+    async def _forget_when_dead(self, kernel: Kernel) -> None:
+        await kernel.exited
+        if kernel in self._warm:
+            log.warning("warm kernel %s died; replacing it", kernel.id[:12])
+            await self.discard(kernel)
+            self._refill_wanted.set()

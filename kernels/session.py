@@ -1,0 +1,411 @@
+"""`KernelSession`: one user's kernel, its execution queue, state and event log.
+
+Executions run one at a time in arrival order on a worker task. Each is bounded by a
+timeout: on expiry the kernel is interrupted (message mode), and replaced if it does not
+answer within a grace period. A kernel that dies is noticed when its process exits; the
+running execution ends with an error naming the death and the next one gets a fresh kernel
+with `kernel_restarted: true`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import KernelError, QueueFull, SessionClosed
+from .events import EventLog
+from .kernel import Kernel, KernelExit
+from .outputs import OutputCollector, event_from_message
+
+if TYPE_CHECKING:
+    from .pool import KernelPool
+
+log = logging.getLogger(__name__)
+
+
+class SessionState(StrEnum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    RESTARTING = "restarting"
+    DEAD = "dead"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Limits:
+    default_timeout: float = 60
+    max_timeout: float = 600
+    interrupt_grace: float = 3
+    client_cap: int = 10_000_000
+    text_cap: int = 100_000
+    max_queue: int = 100
+    replay_events: int = 10_000
+    replay_bytes: int = 32_000_000
+    subscriber_bytes: int = 64_000_000
+
+
+@dataclass
+class Cell:
+    """One finished execution, as clients saw it."""
+
+    id: str
+    code: str
+    status: str
+    execution_count: int | None
+    started: float
+    duration_ms: float
+    kernel_restarted: bool
+    collector: OutputCollector
+    first_seq: int
+    last_seq: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The whole-result answer of the REST execute call."""
+        c = self.collector
+        return {
+            "id": self.id,
+            "status": self.status,
+            "execution_count": self.execution_count,
+            "stdout": c.stdout.text,
+            "stderr": c.stderr.text,
+            "result": c.result,
+            "outputs": c.outputs,
+            "error": c.error,
+            "duration_ms": round(self.duration_ms, 3),
+            "kernel_restarted": self.kernel_restarted,
+            "truncated": c.truncated or c.stdout.truncated or c.stderr.truncated,
+        }
+
+
+@dataclass
+class Execution:
+    id: str
+    code: str
+    timeout: float
+    done: asyncio.Future[Cell] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+CellHook = Callable[["KernelSession", Cell], Awaitable[None]]
+
+
+class KernelSession:
+    """The stateful kernel of one (tenant, user) and everything queued for it."""
+
+    def __init__(
+        self, tenant: str, user: str, work_dir: Path, pool: KernelPool, limits: Limits
+    ) -> None:
+        self.tenant = tenant
+        self.user = user
+        self.work_dir = work_dir
+        self.pool = pool
+        self.limits = limits
+        self.state = SessionState.STARTING
+        self.created = time.time()
+        self.last_activity = self.created
+        self.execution_count = 0
+        self.kernel: Kernel | None = None
+        self.events = EventLog(limits.replay_events, limits.replay_bytes, limits.subscriber_bytes)
+        self.cell_hooks: list[CellHook] = []
+        self._kernel_lost = False
+        self._kernel_lock = asyncio.Lock()
+        self._queue: asyncio.Queue[Execution] = asyncio.Queue()
+        self._running: Execution | None = None
+        self._worker = asyncio.get_running_loop().create_task(
+            self._work(), name=f"session-{tenant}/{user}"
+        )
+
+    def __repr__(self) -> str:
+        return f"<KernelSession {self.tenant}/{self.user} {self.state}>"
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "state": str(self.state),
+            "created": self.created,
+            "last_activity": self.last_activity,
+            "execution_count": self.execution_count,
+            "queued": self._queue.qsize(),
+            "connections": self.events.subscriber_count,
+        }
+
+    @property
+    def busy(self) -> bool:
+        return self._running is not None or not self._queue.empty()
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def ensure_kernel(self) -> Kernel:
+        """The running kernel, claiming a fresh one when there is none."""
+        async with self._kernel_lock:
+            if self.kernel is not None and self.kernel.alive:
+                return self.kernel
+            if self.state is SessionState.CLOSED:
+                raise SessionClosed("session is closed")
+            try:
+                kernel = await self.pool.take(self.work_dir)
+            except KernelError:
+                self._set_state(SessionState.DEAD)
+                raise
+            self.kernel = kernel
+            asyncio.get_running_loop().create_task(
+                self._watch(kernel), name=f"watch-{kernel.id[:12]}"
+            )
+            if self.state in (SessionState.STARTING, SessionState.RESTARTING, SessionState.DEAD):
+                self._set_state(SessionState.IDLE)
+            return kernel
+
+    def submit(
+        self, code: str, exec_id: str | None = None, timeout: float | None = None
+    ) -> Execution:
+        """Queue `code`; the returned execution's `done` resolves with its `Cell`."""
+        if self.state is SessionState.CLOSED:
+            raise SessionClosed("session is closed")
+        if self._queue.qsize() >= self.limits.max_queue:
+            raise QueueFull(f"{self.limits.max_queue} executions are already queued")
+        timeout = self.limits.default_timeout if timeout is None else timeout
+        execution = Execution(
+            exec_id or uuid.uuid4().hex, code, min(timeout, self.limits.max_timeout)
+        )
+        position = self._queue.qsize() + (1 if self._running else 0)
+        self._queue.put_nowait(execution)
+        if position:
+            self._publish({"type": "queued", "position": position}, execution.id)
+        return execution
+
+    def interrupt(self) -> bool:
+        """Interrupt the running execution; False when nothing runs."""
+        if self._running is None or self.kernel is None:
+            return False
+        self.kernel.interrupt()
+        return True
+
+    async def restart(self) -> None:
+        """Replace the kernel with a fresh one; a running execution ends as `aborted`."""
+        self._set_state(SessionState.RESTARTING)
+        old = self.kernel
+        self.kernel = None
+        self._kernel_lost = True
+        if old is not None:
+            await self.pool.discard(old)
+        await self.ensure_kernel()
+
+    async def close(self) -> None:
+        """Stop the worker and the kernel; queued executions end as `aborted`."""
+        if self.state is SessionState.CLOSED:
+            return
+        self._set_state(SessionState.CLOSED)
+        self._worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._worker
+        pending = [self._running] if self._running else []
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        for execution in pending:
+            if not execution.done.done():
+                execution.done.set_exception(SessionClosed("session closed"))
+        if self.kernel is not None:
+            kernel, self.kernel = self.kernel, None
+            await self.pool.discard(kernel)
+        self.events.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _publish(self, event: dict[str, Any], exec_id: str | None = None) -> int:
+        if exec_id is not None:
+            event["id"] = exec_id
+        return self.events.publish(event)
+
+    def _set_state(self, state: SessionState, exec_id: str | None = None) -> None:
+        if state is self.state:
+            return
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = state
+        self._publish({"type": "status", "state": str(state)}, exec_id)
+
+    async def _watch(self, kernel: Kernel) -> None:
+        exit_ = await kernel.exited
+        if exit_.expected or self.kernel is not kernel:
+            return
+        if self._running is None:  # a running execution reports the death itself
+            self._kernel_died(kernel, exit_)
+
+    def _kernel_died(self, kernel: Kernel, exit_: KernelExit, exec_id: str | None = None) -> None:
+        if self.kernel is kernel:
+            self.kernel = None
+        self._kernel_lost = True
+        self._set_state(SessionState.DEAD, exec_id)
+        asyncio.get_running_loop().create_task(self.pool.discard(kernel), name="discard-dead")
+
+    async def _work(self) -> None:
+        while True:
+            execution = await self._queue.get()
+            self._running = execution
+            try:
+                cell = await self._run(execution)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("execution %s failed", execution.id)
+                cell = self._failed(execution, exc)
+            finally:
+                self._running = None
+            if not execution.done.done():
+                execution.done.set_result(cell)
+            for hook in self.cell_hooks:
+                try:
+                    await hook(self, cell)
+                except Exception:
+                    log.exception("cell hook failed for %s/%s", self.tenant, self.user)
+
+    def _failed(self, execution: Execution, exc: Exception) -> Cell:
+        collector = OutputCollector(self.limits.client_cap, self.limits.text_cap)
+        seq = self.events.last_seq + 1
+        error = {"type": "error", "ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
+        for event in collector.accept(error):
+            self._publish(event, execution.id)
+        cell = Cell(
+            execution.id,
+            execution.code,
+            "error",
+            None,
+            time.time(),
+            0.0,
+            self._kernel_lost,
+            collector,
+            seq,
+        )
+        if self.state is not SessionState.DEAD:
+            self._set_state(SessionState.IDLE, execution.id)
+        cell.last_seq = self._publish(self._done_event(cell), execution.id)
+        return cell
+
+    async def _run(self, execution: Execution) -> Cell:
+        self.last_activity = time.time()
+        kernel = await self.ensure_kernel()
+        restarted, self._kernel_lost = self._kernel_lost, False
+        collector = OutputCollector(self.limits.client_cap, self.limits.text_cap)
+        started, t0 = time.time(), time.perf_counter()
+        first_seq = self.events.last_seq + 1
+        self._set_state(SessionState.BUSY, execution.id)
+        run = _Run(self, execution.id, collector)
+        msg_id = kernel.execute(execution.code)
+        queue = kernel.listen(msg_id)
+        try:
+            try:
+                async with asyncio.timeout(execution.timeout):
+                    status = await run.pump(queue)
+            except TimeoutError:
+                status = "timeout"
+                kernel.interrupt()
+                try:
+                    async with asyncio.timeout(self.limits.interrupt_grace):
+                        await run.pump(queue)
+                except TimeoutError:
+                    log.warning("%r: kernel ignored interrupt after timeout; replacing", self)
+                    self._set_state(SessionState.RESTARTING, execution.id)
+                    self.kernel = None
+                    self._kernel_lost = True
+                    await self.pool.discard(kernel)
+        finally:
+            kernel.unlisten(msg_id)
+        if run.exit is not None and not run.exit.expected:
+            status = "error"
+            reason = describe_exit(run.exit.returncode)
+            death = {"type": "error", "ename": "KernelDied", "evalue": reason, "traceback": []}
+            for event in collector.accept(death):
+                self._publish(event, execution.id)
+            self._kernel_died(kernel, run.exit, execution.id)
+        elif run.exit is not None:
+            status = "aborted"
+        if run.execution_count is not None:
+            self.execution_count = run.execution_count
+        cell = Cell(
+            execution.id,
+            execution.code,
+            status,
+            run.execution_count,
+            started,
+            (time.perf_counter() - t0) * 1000,
+            restarted,
+            collector,
+            first_seq,
+        )
+        self.last_activity = time.time()
+        if self.kernel is not None and self.kernel.alive and self._queue.empty():
+            self._set_state(SessionState.IDLE, execution.id)
+        cell.last_seq = self._publish(self._done_event(cell), execution.id)
+        return cell
+
+    @staticmethod
+    def _done_event(cell: Cell) -> dict[str, Any]:
+        return {
+            "type": "done",
+            "status": cell.status,
+            "execution_count": cell.execution_count,
+            "duration_ms": round(cell.duration_ms, 3),
+            "kernel_restarted": cell.kernel_restarted,
+            "truncated": cell.collector.truncated,
+        }
+
+
+class _Run:
+    """Message pump of one execution: until its reply and idle status, or the kernel's end."""
+
+    def __init__(self, session: KernelSession, exec_id: str, collector: OutputCollector) -> None:
+        self.session = session
+        self.exec_id = exec_id
+        self.collector = collector
+        self.reply_status: str | None = None
+        self.idle = False
+        self.exit: KernelExit | None = None
+        self.execution_count: int | None = None
+
+    async def pump(self, queue: asyncio.Queue[Any]) -> str:
+        publish = self.session._publish
+        while not (self.reply_status and self.idle) and self.exit is None:
+            item = await queue.get()
+            if isinstance(item, KernelExit):
+                self.exit = item
+                break
+            channel, msg = item
+            msg_type = msg["msg_type"]
+            content = msg["content"]
+            if channel == "shell":
+                self.reply_status = content.get("status", "error")
+                if content.get("execution_count") is not None:
+                    self.execution_count = content["execution_count"]
+                continue
+            if channel != "iopub":
+                continue
+            if msg_type == "status":
+                self.idle = content.get("execution_state") == "idle"
+                continue
+            if msg_type == "execute_input":
+                self.execution_count = content.get("execution_count")
+                continue
+            event = event_from_message(msg_type, content)
+            if event is not None:
+                for out in self.collector.accept(event):
+                    publish(out, self.exec_id)
+        return self.reply_status or "error"
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "the kernel process ended"
+    if returncode < 0:
+        hint = " (killed: out of memory?)" if returncode == -9 else ""
+        return f"the kernel process died from signal {-returncode}{hint}"
+    return f"the kernel process exited with code {returncode}"

@@ -1,0 +1,115 @@
+"""`SessionRegistry`: (tenant, user) -> `KernelSession`, with limits and idle culling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import CapacityExceeded, SessionNotFound
+from .pool import KernelPool
+from .session import CellHook, KernelSession, Limits
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+class SessionRegistry:
+    """Every live session of this server, one per (tenant, user)."""
+
+    def __init__(
+        self,
+        pool: KernelPool,
+        limits: Limits,
+        work_dir_for: Callable[[str, str], Path],
+        max_sessions: int = 100,
+    ) -> None:
+        self.pool = pool
+        self.limits = limits
+        self.work_dir_for = work_dir_for
+        self.max_sessions = max_sessions
+        self.cell_hooks: list[CellHook] = []
+        self._sessions: dict[Key, KernelSession] = {}
+        self._creating: dict[Key, asyncio.Future[KernelSession]] = {}
+
+    def get(self, tenant: str, user: str) -> KernelSession:
+        session = self._sessions.get((tenant, user))
+        if session is None:
+            raise SessionNotFound(f"no session for user {user!r}")
+        return session
+
+    def find(self, tenant: str, user: str) -> KernelSession | None:
+        return self._sessions.get((tenant, user))
+
+    def list(self, tenant: str) -> list[KernelSession]:
+        return [s for (t, _), s in self._sessions.items() if t == tenant]
+
+    def list_all(self) -> list[KernelSession]:
+        return list(self._sessions.values())
+
+    def count(self) -> int:
+        return len(self._sessions)
+
+    async def ensure(self, tenant: str, user: str) -> tuple[KernelSession, bool]:
+        """The user's session, creating it (and claiming a kernel) if needed."""
+        key = (tenant, user)
+        session = self._sessions.get(key)
+        if session is not None:
+            return session, False
+        pending = self._creating.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending), False
+        if len(self._sessions) + len(self._creating) >= self.max_sessions:
+            raise CapacityExceeded(f"the server's limit of {self.max_sessions} sessions is reached")
+        future: asyncio.Future[KernelSession] = asyncio.get_running_loop().create_future()
+        self._creating[key] = future
+        try:
+            work_dir = self.work_dir_for(tenant, user)
+            work_dir.mkdir(parents=True, exist_ok=True)
+            session = KernelSession(tenant, user, work_dir, self.pool, self.limits)
+            session.cell_hooks.extend(self.cell_hooks)
+            self._sessions[key] = session
+            try:
+                await session.ensure_kernel()
+            except BaseException:
+                self._sessions.pop(key, None)
+                await session.close()
+                raise
+            log.info("session %s/%s created", tenant, user)
+            future.set_result(session)
+            return session, True
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # consumed here; waiters re-raise it
+            raise
+        finally:
+            self._creating.pop(key, None)
+
+    async def close(self, tenant: str, user: str) -> None:
+        session = self._sessions.pop((tenant, user), None)
+        if session is None:
+            raise SessionNotFound(f"no session for user {user!r}")
+        await session.close()
+        log.info("session %s/%s closed", tenant, user)
+
+    async def cull_idle(self, idle_seconds: float, now: float | None = None) -> list[Key]:
+        """Close sessions with no execution activity for `idle_seconds` and nothing queued."""
+        now = time.time() if now is None else now
+        stale = [
+            key
+            for key, s in self._sessions.items()
+            if not s.busy and now - s.last_activity > idle_seconds
+        ]
+        for tenant, user in stale:
+            log.info("culling idle session %s/%s", tenant, user)
+            await self.close(tenant, user)
+        return stale
+
+    async def close_all(self) -> None:
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)

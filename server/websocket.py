@@ -1,0 +1,139 @@
+"""The session WebSocket: authenticate, parse frames, call the session, forward events.
+
+Each socket subscribes to its session's event log (with `?since=<seq>` it first gets what
+it missed) and forwards the already-encoded events, awaiting each write so a slow client
+applies back-pressure to itself only. Frames the server will not take get a `rejected`
+event on that socket alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+import tornado.websocket
+
+from kernels.errors import KernelError
+from kernels.events import Subscription
+from kernels.session import KernelSession
+
+from .handlers import authenticate, error_status
+from .protocol import ControlFrame, ProtocolError, parse_frame, parse_since, validate_user
+
+if TYPE_CHECKING:
+    from .app import AppState
+
+log = logging.getLogger(__name__)
+
+
+class SessionSocket(tornado.websocket.WebSocketHandler):
+    def initialize(self, state: AppState) -> None:
+        self.state = state
+        self.tenant = ""
+        self.session: KernelSession | None = None
+        self.subscription: Subscription | None = None
+        self._forwarder: asyncio.Task[None] | None = None
+        self._since: int | None = None
+
+    @property
+    def max_message_size(self) -> int:  # type: ignore[override]
+        # Frames a little over the limit get a `rejected` event; far over it, a 1009 close.
+        return self.state.settings.max_request_bytes * 2
+
+    def check_origin(self, origin: str) -> bool:
+        return True  # authentication is by token, not cookies, so any origin is safe
+
+    async def prepare(self) -> None:
+        self.tenant = authenticate(self, self.state, allow_query=True)
+        self._since = parse_since(self.get_query_argument("since", None))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None))[1]
+        status, code, message = error_status(exc) if exc else (status_code, "error", "error")
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ProtocolError | KernelError):
+            log.info("websocket %s -> %s", self.request.path, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+    async def get(self, user: str, *args: Any, **kwargs: Any) -> None:
+        user = validate_user(user)
+        self.session, _ = await self.state.registry.ensure(self.tenant, user)
+        await super().get(user, *args, **kwargs)
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self.set_nodelay(True)
+        assert self.session is not None
+        events = self.session.events
+        if self._since is not None and self._since + 1 < events.oldest_seq:
+            self._send_direct(
+                {"type": "gap", "from_seq": self._since + 1, "to_seq": events.oldest_seq - 1}
+            )
+        self.subscription = events.subscribe(self._since)
+        self._forwarder = asyncio.get_running_loop().create_task(
+            self._forward(self.subscription), name="ws-forward"
+        )
+
+    async def _forward(self, sub: Subscription) -> None:
+        try:
+            while (encoded := await sub.get()) is not None:
+                await self.write_message(encoded)
+        except tornado.websocket.WebSocketClosedError:
+            return
+        if sub.reason and self.ws_connection is not None:
+            self.close(4000 if "behind" in sub.reason else 1001, sub.reason[:120])
+
+    def _send_direct(self, event: dict[str, Any]) -> None:
+        with contextlib.suppress(tornado.websocket.WebSocketClosedError):
+            self.write_message(json.dumps(event, separators=(",", ":")))
+
+    def on_message(self, message: str | bytes) -> None:
+        session = self.session
+        if session is None:
+            return
+        settings = self.state.settings
+        frame_id = None
+        try:
+            if isinstance(message, str):
+                with contextlib.suppress(ValueError, AttributeError):
+                    frame_id = json.loads(message).get("id")
+            request = parse_frame(message, settings.max_code_bytes, settings.max_exec_timeout)
+            if isinstance(request, ControlFrame):
+                if request.type == "interrupt":
+                    session.interrupt()
+                else:
+                    asyncio.get_running_loop().create_task(
+                        self._restart(session), name="ws-restart"
+                    )
+                return
+            session.submit(request.code, request.id, request.timeout)
+        except (ProtocolError, KernelError) as exc:
+            _, code, text = error_status(exc)
+            rejected: dict[str, Any] = {
+                "type": "rejected",
+                "error": {"code": code, "message": text},
+            }
+            if isinstance(frame_id, str) and len(frame_id) <= 128:
+                rejected["id"] = frame_id
+            self._send_direct(rejected)
+
+    async def _restart(self, session: KernelSession) -> None:
+        try:
+            await session.restart()
+        except KernelError as exc:
+            _, code, text = error_status(exc)
+            self._send_direct({"type": "rejected", "error": {"code": code, "message": text}})
+
+    def on_close(self) -> None:
+        if self.session is not None and self.subscription is not None:
+            self.session.events.unsubscribe(self.subscription)
+        if self._forwarder is not None:
+            self._forwarder.cancel()

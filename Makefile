@@ -24,8 +24,16 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format server kernels tests
 	$(VENV)/bin/ruff check --fix server kernels tests
 
+# Ours vs Jupyter Kernel Gateway vs a bare ZMQ kernel (bench/README.md). The driver and
+# Kernel Gateway live in their own .bench-venv; BENCH_QUICK=1 for a short smoke run.
 bench: deps
-	@echo "benchmark suite: not built yet (issue 5)"
+	@if [ ! -f .bench-venv/.installed ] || [ bench/requirements.txt -nt .bench-venv/.installed ]; then \
+	  $(PYTHON) -m venv .bench-venv && \
+	  .bench-venv/bin/pip install -q --upgrade pip && \
+	  .bench-venv/bin/pip install -q -r bench/requirements.txt && \
+	  touch .bench-venv/.installed; \
+	fi
+	.bench-venv/bin/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(KVENV) .data .pytest_cache .ruff_cache *.egg-info

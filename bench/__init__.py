@@ -1,0 +1,1 @@
+"""Benchmark suite: our server against Jupyter Kernel Gateway and a raw ZMQ kernel (issue 5)."""

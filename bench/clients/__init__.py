@@ -1,0 +1,1 @@
+"""One client per system under test, all behind the `System` and `Session` interfaces."""

@@ -1,0 +1,279 @@
+"""HTTP handlers of a session's files: list, upload (raw PUT or multipart POST), download,
+delete. Bodies stream straight into `kernels.files.Upload` (limits checked as bytes arrive)
+and downloads stream from an open fd in 64 KiB chunks; nothing is held whole in memory.
+
+Written against `server.handlers.ApiHandler` as it is:
+- `prepare()` authenticates and sets `self.tenant`; it answers 413 when Content-Length
+  exceeds `self.body_limit()`, which these handlers override per method;
+- `self.state` is the `AppState`; work dirs come from `state.registry.work_dir_for(t, u)`;
+  `state.settings` must carry `file_max_bytes`, `user_quota_bytes`, `file_ttl_seconds`;
+- errors are raised as `ProtocolError(status, code, message)` and rendered by the base's
+  `write_error` as `{"error": {"code", "message"}}`; file-area domain errors are mapped here.
+
+Routes (see `file_routes`): `GET/POST /api/sessions/{user}/files`,
+`PUT/GET/DELETE /api/sessions/{user}/files/{name}` (a name may contain `/`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from tornado.iostream import StreamClosedError
+
+from kernels.files import (
+    BadFileName,
+    FileArea,
+    FileAreaError,
+    FileNotFound,
+    FileTooLarge,
+    QuotaExceeded,
+    Upload,
+)
+
+from .handlers import ApiHandler
+from .multipart import MultipartError, MultipartParser, PartData, PartStart, boundary_of
+from .protocol import ProtocolError
+
+if TYPE_CHECKING:
+    from .app import AppState
+
+log = logging.getLogger(__name__)
+
+MULTIPART_OVERHEAD = 1024 * 1024  # part headers and boundaries on top of the files
+CHUNKED_SLACK = 1024 * 1024
+FILE_STATUS: dict[type[FileAreaError], int] = {
+    BadFileName: 400,
+    FileNotFound: 404,
+    FileTooLarge: 413,
+    QuotaExceeded: 413,
+}
+
+
+def file_area(state: AppState, tenant: str, user: str) -> FileArea:
+    """The file area of (tenant, user), records kept outside every work dir."""
+    settings = state.settings
+    return FileArea(
+        state.registry.work_dir_for(tenant, user),
+        records_path=settings.data_dir / "file-records" / tenant / f"{user}.json",
+        max_file_bytes=settings.file_max_bytes,
+        quota=settings.user_quota_bytes,
+        ttl_seconds=settings.file_ttl_seconds,
+    )
+
+
+def file_url(user: str, name: str) -> str:
+    """Download path of a file, for listings, `file` events and execute results."""
+    return f"/api/sessions/{quote(user, safe='')}/files/{quote(name, safe='/')}"
+
+
+def protocol_error(exc: FileAreaError) -> ProtocolError:
+    status = next((s for t, s in FILE_STATUS.items() if isinstance(exc, t)), 500)
+    return ProtocolError(status, exc.code, str(exc))
+
+
+def content_disposition(name: str) -> str:
+    """`attachment` (never inline: generated HTML must not run on our origin), with an
+    ASCII fallback and the exact UTF-8 name (RFC 6266)."""
+    leaf = name.rsplit("/", 1)[-1]
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in leaf)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(leaf, safe='')}"
+
+
+class FilesBase(ApiHandler):
+    """Shared plumbing: the user's file area, domain errors as API errors, and a way to
+    answer at once from `data_received` while the client is still sending."""
+
+    def initialize(self, state: AppState) -> None:  # type: ignore[override]
+        super().initialize(state)
+        self._failed = False
+        self._upload: Upload | None = None  # PUT
+        self._uploads: dict[str, Upload] = {}  # multipart POST
+        self._current: Upload | None = None
+
+    def area(self, user: str) -> FileArea:
+        return file_area(self.state, self.tenant, self.user_arg(user))
+
+    def fail_now(self, exc: BaseException) -> None:
+        """Answer with the error now; tornado then closes the connection instead of
+        reading the rest of the body."""
+        if isinstance(exc, FileAreaError):
+            exc = protocol_error(exc)
+        self._failed = True
+        if not self._finished:
+            self.send_error(getattr(exc, "status", 500), exc_info=(type(exc), exc, None))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # A domain error escaping prepare() or a verb method becomes its API error.
+        exc_info = kwargs.get("exc_info")
+        if exc_info is not None and isinstance(exc_info[1], FileAreaError):
+            error = protocol_error(exc_info[1])
+            kwargs["exc_info"] = (ProtocolError, error, None)
+        super().write_error(status_code, **kwargs)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, FileAreaError):
+            log.info("%s %s -> %s", self.request.method, self.request.path, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+
+class FilesHandler(FilesBase):
+    """`GET .../files` lists; `POST .../files` takes multipart/form-data with file parts,
+    all or nothing: every file is committed only once the whole body has arrived."""
+
+    def body_limit(self) -> int:
+        if self.request.method == "POST":
+            return self.state.settings.user_quota_bytes + MULTIPART_OVERHEAD
+        return super().body_limit()
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.request.method != "POST":
+            return
+        self._area = self.area(self.path_args[0])
+        try:
+            self._parser = MultipartParser(boundary_of(self.request.headers.get("Content-Type")))
+        except MultipartError as exc:
+            raise ProtocolError(400, "bad_multipart", str(exc)) from None
+        self.request.connection.set_max_body_size(self.body_limit())
+
+    async def get(self, user: str) -> None:
+        infos = await self.area(user).alist()
+        files = [{**info.as_dict(), "url": file_url(user, info.name)} for info in infos]
+        self.write_json({"files": files})
+
+    async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
+        if self._failed or self.request.method != "POST":
+            return
+        try:
+            for event in self._parser.feed(chunk):
+                if isinstance(event, PartStart):
+                    self._current = await self._start_part(event)
+                elif self._current is None:
+                    continue  # a plain form field: ignored
+                elif isinstance(event, PartData):
+                    self._current.write(event.data)
+                else:
+                    self._current = None
+        except (FileAreaError, MultipartError) as exc:
+            self._abort_all()
+            if isinstance(exc, MultipartError):
+                exc = ProtocolError(400, "bad_multipart", str(exc))
+            self.fail_now(exc)
+
+    async def _start_part(self, part: PartStart) -> Upload | None:
+        if part.filename is None:
+            return None
+        if part.filename in self._uploads:
+            raise BadFileName(f"{part.filename!r} appears twice in one upload")
+        upload = await asyncio.to_thread(self._area.open_upload, part.filename)
+        self._uploads[part.filename] = upload
+        return upload
+
+    async def post(self, user: str) -> None:
+        try:
+            self._parser.close()
+        except MultipartError as exc:
+            self._abort_all()
+            raise ProtocolError(400, "bad_multipart", str(exc)) from None
+        if not self._uploads:
+            raise ProtocolError(400, "no_files", "the form has no file parts (with a filename)")
+        uploads = list(self._uploads.values())
+        try:
+            infos = await asyncio.to_thread(lambda: [u.commit() for u in uploads])
+        finally:
+            self._abort_all()
+        files = [{**info.as_dict(), "url": file_url(user, info.name)} for info in infos]
+        self.write_json({"files": files}, 201)
+
+    def _abort_all(self) -> None:
+        for upload in self._uploads.values():
+            upload.abort()
+        self._current = None
+
+    def on_connection_close(self) -> None:
+        self._abort_all()
+        super().on_connection_close()
+
+    def on_finish(self) -> None:
+        self._abort_all()
+
+
+class FileHandler(FilesBase):
+    """`PUT` a raw body as the file `name`, `GET` it (streamed), `DELETE` it."""
+
+    def body_limit(self) -> int:
+        if self.request.method == "PUT":
+            return self.state.settings.file_max_bytes
+        return super().body_limit()
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.request.method != "PUT":
+            return
+        user, name = self.path_args
+        length = self.request.headers.get("Content-Length")
+        size = int(length) if length is not None and length.isdigit() else None
+        area = self.area(user)
+        self._upload = await asyncio.to_thread(area.open_upload, name, size)
+        # Chunked bodies have no length: tornado checks each chunk's declared size before
+        # handing us its bytes, so leave room past the limit for Upload to answer first.
+        self.request.connection.set_max_body_size(self.body_limit() + CHUNKED_SLACK)
+
+    async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
+        if self._failed or self._upload is None:
+            return
+        try:
+            self._upload.write(chunk)
+        except FileAreaError as exc:
+            self.fail_now(exc)
+
+    async def put(self, user: str, name: str) -> None:
+        assert self._upload is not None
+        info = await self._upload.acommit()
+        self.write_json({**info.as_dict(), "url": file_url(user, name)}, 201)
+
+    async def get(self, user: str, name: str) -> None:
+        download = self.area(user).open_for_download(name)
+        try:
+            self.set_header("Content-Type", download.mime_type)
+            self.set_header("Content-Length", str(download.size))
+            self.set_header("Content-Disposition", content_disposition(name))
+            self.set_header("X-Content-Type-Options", "nosniff")
+            self.set_header("ETag", download.etag)
+            self.set_header("Last-Modified", formatdate(download.modified, usegmt=True))
+            async for chunk in download.chunks():
+                self.write(chunk)
+                await self.flush()
+        except StreamClosedError:
+            log.info("download of %s stopped: the client went away", name)
+            return
+        finally:
+            download.close()
+        self.finish()
+
+    async def delete(self, user: str, name: str) -> None:
+        area = self.area(user)
+        await asyncio.to_thread(area.delete, name)
+        self.write_json({"name": name, "deleted": True})
+
+    def on_connection_close(self) -> None:
+        if self._upload is not None:
+            self._upload.abort()
+        super().on_connection_close()
+
+    def on_finish(self) -> None:
+        if self._upload is not None:
+            self._upload.abort()  # a no-op after commit
+
+
+def file_routes(user_pattern: str, kw: dict[str, Any]) -> list[tuple[str, type, dict[str, Any]]]:
+    """Routes to add to the app's table: `file_routes(USER, {"state": state})`."""
+    return [
+        (rf"/api/sessions/{user_pattern}/files", FilesHandler, kw),
+        (rf"/api/sessions/{user_pattern}/files/(.+)", FileHandler, kw),
+    ]

@@ -151,13 +151,21 @@ class OutputCollector:
             return []
         if self.sent_bytes + size > self.client_cap and event["type"] != "error":
             self.truncated = True
+            sent = []
+            room = self.client_cap - self.sent_bytes
+            if event["type"] == "stream" and room > 0:
+                head = {**event, "text": event["text"][:room]}
+                self.sent_bytes += room
+                self._apply(head)
+                sent.append(head)
             marker = {
                 "type": "stream",
-                "name": "stderr",
+                "name": event["name"] if event["type"] == "stream" else "stderr",
                 "text": TRUNCATION_MARKER.format(what="output", limit=self.client_cap),
             }
             self._apply(marker)
-            return [marker]
+            sent.append(marker)
+            return sent
         self.sent_bytes += size
         self._apply(event)
         return [event]

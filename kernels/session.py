@@ -205,15 +205,28 @@ class KernelSession:
         if self.state is SessionState.CLOSED:
             return
         self._set_state(SessionState.CLOSED)
+        pending = [self._running] if self._running else []
         self._worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._worker
-        pending = [self._running] if self._running else []
         while not self._queue.empty():
             pending.append(self._queue.get_nowait())
         for execution in pending:
             if not execution.done.done():
-                execution.done.set_exception(SessionClosed("session closed"))
+                collector = OutputCollector(self.limits.client_cap, self.limits.text_cap)
+                execution.done.set_result(
+                    Cell(
+                        execution.id,
+                        execution.code,
+                        "aborted",
+                        None,
+                        time.time(),
+                        0.0,
+                        False,
+                        collector,
+                        0,
+                    )
+                )
         if self.kernel is not None:
             kernel, self.kernel = self.kernel, None
             await self.pool.discard(kernel)

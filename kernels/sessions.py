@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .errors import CapacityExceeded, SessionNotFound
 from .pool import KernelPool
 from .session import CellHook, KernelSession, Limits
+
+SessionHook = Callable[[KernelSession], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class SessionRegistry:
         self.work_dir_for = work_dir_for
         self.max_sessions = max_sessions
         self.cell_hooks: list[CellHook] = []
+        self.session_hooks: list[SessionHook] = []  # after a session is created or closed
         self._sessions: dict[Key, KernelSession] = {}
         self._creating: dict[Key, asyncio.Future[KernelSession]] = {}
 
@@ -79,6 +82,7 @@ class SessionRegistry:
                 await session.close()
                 raise
             log.info("session %s/%s created", tenant, user)
+            await self._notify(session)
             future.set_result(session)
             return session, True
         except BaseException as exc:
@@ -95,6 +99,14 @@ class SessionRegistry:
             raise SessionNotFound(f"no session for user {user!r}")
         await session.close()
         log.info("session %s/%s closed", tenant, user)
+        await self._notify(session)
+
+    async def _notify(self, session: KernelSession) -> None:
+        for hook in self.session_hooks:
+            try:
+                await hook(session)
+            except Exception:
+                log.exception("session hook failed for %s/%s", session.tenant, session.user)
 
     async def cull_idle(self, idle_seconds: float, now: float | None = None) -> list[Key]:
         """Close sessions with no execution activity for `idle_seconds` and nothing queued."""
@@ -113,3 +125,5 @@ class SessionRegistry:
         sessions = list(self._sessions.values())
         self._sessions.clear()
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        for session in sessions:
+            await self._notify(session)

@@ -57,7 +57,7 @@ def make_app(state: AppState) -> tornado.web.Application:
         default_handler_class=h.NotFoundHandler,
         default_handler_args={"state": state},
         websocket_ping_interval=30,
-        websocket_ping_timeout=60,
+        websocket_ping_timeout=30,
     )
 
 
@@ -113,7 +113,11 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
     async def save_cell(session: KernelSession, cell: Cell) -> None:
         await store.put_session(_record(session))
 
+    async def save_session(session: KernelSession) -> None:
+        await store.put_session(_record(session))
+
     registry.cell_hooks.append(save_cell)
+    registry.session_hooks.append(save_session)
     state = AppState(settings, Authenticator(settings.api_keys), store, pool, registry)
     janitor = Janitor(state)
     try:
@@ -122,8 +126,6 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         yield state
     finally:
         await janitor.stop()
-        for session in registry.list_all():
-            await store.put_session(_record(session, "closed"))
         await registry.close_all()
         await pool.close()
         await store.close()

@@ -33,11 +33,6 @@ class Janitor:
         """One pass over every expiry clock; returns what it removed."""
         settings = self.state.settings
         culled = await self.state.registry.cull_idle(settings.idle_timeout, now)
-        for tenant, user in culled:
-            record = await self.state.store.get_session(tenant, user)
-            if record is not None:
-                record.state = "closed"
-                await self.state.store.put_session(record)
         return {"kernels": len(culled)}
 
     async def _loop(self) -> None:

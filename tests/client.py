@@ -1,0 +1,114 @@
+"""A small real HTTP + WebSocket client for the tests (tornado's own clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    headers: Any
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Api:
+    def __init__(self, base: str, key: str | None) -> None:
+        self.base = base
+        self.key = key
+        self.sockets: list[Socket] = []
+
+    def close_sockets(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets.clear()
+
+    def headers(self, key: str | None = "") -> dict[str, str]:
+        key = self.key if key == "" else key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        key: str | None = "",
+        headers: dict[str, str] | None = None,
+        timeout: float = 60,
+    ) -> Response:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is None and method in ("POST", "PUT"):
+            data = b""
+        request = HTTPRequest(
+            self.base + path,
+            method=method,
+            body=data,
+            headers={**self.headers(key), **(headers or {})},
+            request_timeout=timeout,
+            allow_nonstandard_methods=True,
+        )
+        resp = await AsyncHTTPClient().fetch(request, raise_error=False)
+        return Response(resp.code, resp.body or b"", resp.headers)
+
+    async def execute(self, user: str, code: str, **extra: Any) -> dict[str, Any]:
+        resp = await self.call("POST", f"/api/sessions/{user}/execute", {"code": code, **extra})
+        assert resp.status == 200, resp.body
+        return resp.json
+
+    async def ws(self, user: str, since: int | None = None, key: str | None = "") -> Socket:
+        key = self.key if key == "" else key
+        url = self.base.replace("http", "ws", 1) + f"/api/sessions/{user}/ws"
+        if since is not None:
+            url += f"?since={since}"
+        conn = await websocket_connect(
+            HTTPRequest(url, headers=self.headers(key)), max_message_size=64 * 1024 * 1024
+        )
+        sock = Socket(conn)
+        self.sockets.append(sock)
+        return sock
+
+
+class Socket:
+    def __init__(self, conn: WebSocketClientConnection) -> None:
+        self.conn = conn
+
+    async def send(self, frame: Any) -> None:
+        await self.conn.write_message(
+            frame if isinstance(frame, str | bytes) else json.dumps(frame),
+            binary=isinstance(frame, bytes),
+        )
+
+    async def recv(self, timeout: float = 30) -> dict[str, Any] | None:
+        msg = await asyncio.wait_for(self.conn.read_message(), timeout)
+        return None if msg is None else json.loads(msg)
+
+    async def until(self, pred: Any, timeout: float = 30) -> list[dict[str, Any]]:
+        """Events up to and including the first one matching `pred`."""
+        events: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.recv(timeout)
+                assert event is not None, f"socket closed; got {events}"
+                events.append(event)
+                if pred(event):
+                    return events
+
+    async def run(self, code: str, exec_id: str, wait: float = 30, **extra: Any) -> list[dict]:
+        """Execute `code` and return its events up to its `done`."""
+        await self.send({"type": "execute", "id": exec_id, "code": code, **extra})
+        return await self.until(lambda e: e["type"] == "done" and e.get("id") == exec_id, wait)
+
+    def close(self) -> None:
+        self.conn.close()

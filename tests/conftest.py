@@ -1,0 +1,79 @@
+"""Fixtures that start real things (kernels, a server on a free port) and tear them down."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from tornado.httpserver import HTTPServer
+
+from server.app import AppState, lifespan, make_app
+from server.config import Settings, finalize
+from tests.client import Api
+
+KEY = "test-key-tenant-one"
+KEY2 = "test-key-tenant-two"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    base = Settings(
+        host="127.0.0.1",
+        port=free_port(),
+        data_dir=data_dir,
+        api_keys=(("t1", KEY), ("t2", KEY2)),
+        pool_size=1,
+        exec_timeout=30,
+        interrupt_grace=2,
+        sandbox="off",
+        janitor_interval=3600,
+    )
+    return finalize(replace(base, **overrides))
+
+
+class RunningServer:
+    def __init__(self, state: AppState, settings: Settings) -> None:
+        self.state = state
+        self.settings = settings
+        self.base = f"http://127.0.0.1:{settings.port}"
+        self.api = Api(self.base, KEY)
+        self.api2 = Api(self.base, KEY2)
+
+
+@asynccontextmanager
+async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    async with lifespan(settings) as state:
+        http = HTTPServer(make_app(state), max_body_size=settings.max_request_bytes * 2)
+        http.listen(settings.port, "127.0.0.1")
+        try:
+            await state.pool.wait_warm()
+            yield RunningServer(state, settings)
+        finally:
+            http.stop()
+            await http.close_all_connections()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningServer]:
+    async with running_server(make_settings(tmp_path_factory.mktemp("data"))) as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def _close_test_sockets(request: pytest.FixtureRequest) -> Any:
+    yield
+    if "server" in request.fixturenames:
+        srv = request.getfixturevalue("server")
+        srv.api.close_sockets()
+        srv.api2.close_sockets()

@@ -1,0 +1,119 @@
+"""The pure output rules, driven by recorded iopub message contents (no kernel)."""
+
+from kernels.outputs import OutputCollector, event_from_message
+
+
+def collect(messages, client_cap=10_000, text_cap=1_000):
+    c = OutputCollector(client_cap=client_cap, text_cap=text_cap)
+    sent = []
+    for msg_type, content in messages:
+        event = event_from_message(msg_type, content)
+        if event is not None:
+            sent.extend(c.accept(event))
+    return c, sent
+
+
+def test_streams_coalesce_per_name_like_nbclient():
+    c, sent = collect(
+        [
+            ("stream", {"name": "stdout", "text": "a"}),
+            ("stream", {"name": "stdout", "text": "b"}),
+            ("stream", {"name": "stderr", "text": "e"}),
+            ("stream", {"name": "stdout", "text": "c"}),
+        ]
+    )
+    assert [e["text"] for e in sent] == ["a", "b", "e", "c"]  # clients get every chunk
+    assert c.outputs == [
+        {"output_type": "stream", "name": "stdout", "text": "ab"},
+        {"output_type": "stream", "name": "stderr", "text": "e"},
+        {"output_type": "stream", "name": "stdout", "text": "c"},
+    ]
+    assert sent[0]["text"] == "a"  # coalescing never mutates what was sent
+    assert (c.stdout.text, c.stderr.text) == ("abc", "e")
+
+
+def test_result_error_and_display():
+    c, sent = collect(
+        [
+            (
+                "display_data",
+                {
+                    "data": {"image/png": "iVBOR", "text/plain": "<Figure>"},
+                    "metadata": {},
+                    "transient": {},
+                },
+            ),
+            ("execute_result", {"execution_count": 3, "data": {"text/plain": "2"}, "metadata": {}}),
+            ("error", {"ename": "ValueError", "evalue": "bad", "traceback": ["tb"]}),
+            ("status", {"execution_state": "idle"}),
+        ]
+    )
+    assert [e["type"] for e in sent] == ["display", "result", "error"]
+    assert c.result == {"text/plain": "2"}
+    assert c.error == {"ename": "ValueError", "evalue": "bad", "traceback": ["tb"]}
+    assert [o["output_type"] for o in c.outputs] == ["display_data", "execute_result", "error"]
+
+
+def test_clear_output_wait_clears_on_next_output():
+    c, _ = collect(
+        [
+            ("stream", {"name": "stdout", "text": "1"}),
+            ("clear_output", {"wait": True}),
+            ("stream", {"name": "stdout", "text": "2"}),
+        ]
+    )
+    assert c.outputs == [{"output_type": "stream", "name": "stdout", "text": "2"}]
+    c, _ = collect([("stream", {"name": "stdout", "text": "1"}), ("clear_output", {"wait": False})])
+    assert c.outputs == []
+
+
+def test_update_display_data_replaces_by_display_id():
+    c, sent = collect(
+        [
+            (
+                "display_data",
+                {"data": {"text/plain": "v1"}, "metadata": {}, "transient": {"display_id": "d"}},
+            ),
+            ("stream", {"name": "stdout", "text": "x"}),
+            (
+                "update_display_data",
+                {"data": {"text/plain": "v2"}, "metadata": {}, "transient": {"display_id": "d"}},
+            ),
+        ]
+    )
+    assert sent[-1]["update"] is True and sent[-1]["display_id"] == "d"
+    assert c.outputs[0]["data"] == {"text/plain": "v2"}
+    assert len(c.outputs) == 2
+
+
+def test_client_cap_truncates_with_marker_and_drops_the_rest():
+    messages = [("stream", {"name": "stdout", "text": "x" * 400})] * 10
+    c, sent = collect(messages, client_cap=1000)
+    assert c.truncated
+    # two chunks fit, the third is cut to the room left, then one marker, then nothing
+    assert [len(e["text"]) for e in sent[:-1]] == [400, 400, 200]
+    assert "output truncated" in sent[-1]["text"]
+    assert c.outputs[0]["text"].startswith("x" * 1000)
+
+
+def test_error_passes_the_cap_so_the_failure_is_visible():
+    messages = [
+        ("stream", {"name": "stdout", "text": "x" * 2000}),
+        ("error", {"ename": "E", "evalue": "v", "traceback": []}),
+    ]
+    c, sent = collect(messages, client_cap=1000)
+    assert sent[-1]["type"] == "error" and c.error["ename"] == "E"
+
+
+def test_text_cap_marks_truncation():
+    c, _ = collect([("stream", {"name": "stdout", "text": "y" * 5000})], text_cap=100)
+    assert c.stdout.truncated
+    assert c.stdout.text.startswith("y" * 100)
+    assert "output truncated" in c.stdout.text
+
+
+def test_huge_traceback_is_bounded():
+    event = event_from_message(
+        "error", {"ename": "E", "evalue": "v", "traceback": ["z" * 10_000] * 100}
+    )
+    assert sum(map(len, event["traceback"])) <= 64 * 1024

@@ -23,7 +23,7 @@ import os
 import shutil
 import stat
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from kernels import mounts, seccomp
@@ -79,7 +79,6 @@ class _Kernel:
     cgroup: KernelCgroup | None
     process: asyncio.subprocess.Process | None = None
     work_dir: Path | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def _tool(name: str) -> str:
@@ -404,7 +403,8 @@ def _cleanup_leftovers(root: Path, policy: SandboxPolicy) -> None:
             log.warning("removed %d leftover kernel cgroups of a previous run", n)
         for point in mounts.mounts_under(root):
             mounts.umount(point)
-            log.warning("detached leftover mount %s", point)
+            shared_root = point == str(root / "mnt")  # normal at shutdown; a bind is not
+            log.log(logging.INFO if shared_root else logging.WARNING, "detached mount %s", point)
         strays = processes_by_uid(range(policy.uid_first, policy.uid_last + 1))
         if strays:
             log.warning("processes still run as kernel uids %s: those uids stay unused", strays)

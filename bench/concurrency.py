@@ -7,7 +7,7 @@ import logging
 import statistics
 import time
 
-from bench.clients.base import Session, Stopwatch, System
+from bench.clients.base import Session, Stopwatch, System, describe
 from bench.config import BenchConfig
 from bench.scenarios import check, close_quietly, expired, row, scenario, user_name
 from bench.stats import Metric
@@ -50,7 +50,7 @@ async def one_user(
             else:
                 user.latencies_ms.append(res.elapsed_s * 1000)
     except Exception as exc:
-        user.errors.append(repr(exc))
+        user.errors.append(describe(exc))
 
 
 @scenario("S5", "concurrency")

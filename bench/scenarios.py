@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bench.clients.base import ExecResult, Session, Stopwatch, System
+from bench.clients.base import ExecResult, Session, Stopwatch, System, describe
 from bench.config import BenchConfig
 from bench.stats import Metric
 
@@ -94,7 +94,7 @@ async def new_user(system: System, cfg: BenchConfig, deadline: float) -> list[Me
             elapsed = watch.elapsed()
             problem = check(res, "1")
         except Exception as exc:
-            problem = repr(exc)
+            problem = describe(exc)
         finally:
             await close_quietly(session)
         if problem:

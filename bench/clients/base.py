@@ -77,6 +77,15 @@ def set_nodelay(conn: WebSocketClientConnection) -> None:
         protocol.set_nodelay(True)
 
 
+def describe(exc: BaseException) -> str:
+    """An exception, with the body of an HTTP error response when there is one."""
+    response = getattr(exc, "response", None)
+    body = getattr(response, "body", None)
+    if body:
+        return f"{exc!r}: {body[:300].decode(errors='replace')}"
+    return repr(exc)
+
+
 def text_plain(data: Any) -> str:
     if isinstance(data, dict):
         value = data.get("text/plain", "")

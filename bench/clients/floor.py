@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -133,7 +134,9 @@ class FloorSystem:
     async def open_session(self, user: str) -> Session:
         km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=self.ksm)
         km.connection_file = str(self.workdir / f"kernel-{uuid.uuid4().hex}.json")
-        await km.start_kernel()
+        # A local log file opens at once; the kernel keeps its own copy of the descriptor.
+        with open(self.workdir / "kernels.log", "ab") as out:  # noqa: ASYNC230
+            await km.start_kernel(stdout=out, stderr=subprocess.STDOUT)
         session = FloorSession(km, self.sessions)
         try:
             await session.connect(self.cfg.exec_timeout_s)

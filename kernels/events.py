@@ -1,5 +1,8 @@
 """A session's event log: sequence numbers, a bounded replay buffer, and subscribers.
 
+An optional `sink` receives every (seq, encoded) pair, so the web layer can keep a durable
+copy; `last_seq` lets a new log continue the numbering of an earlier one.
+
 Every event gets the next `seq` and is encoded to JSON once; the same string goes to every
 subscriber and into the replay buffer. A subscriber that falls too far behind is closed
 (it reconnects with `since` and misses nothing the buffer still holds).
@@ -11,6 +14,7 @@ import asyncio
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -53,8 +57,16 @@ class Subscription:
 class EventLog:
     """Numbers, buffers and fans out one session's events."""
 
-    def __init__(self, max_events: int, max_bytes: int, subscriber_bytes: int) -> None:
-        self.last_seq = 0
+    def __init__(
+        self,
+        max_events: int,
+        max_bytes: int,
+        subscriber_bytes: int,
+        last_seq: int = 0,
+        sink: Callable[[int, str], None] | None = None,
+    ) -> None:
+        self.last_seq = last_seq
+        self._sink = sink
         self._buffer: deque[tuple[int, str]] = deque()
         self._buffer_bytes = 0
         self._max_events = max_events
@@ -67,6 +79,8 @@ class EventLog:
         seq = self.last_seq
         event["seq"] = seq
         encoded = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        if self._sink is not None:
+            self._sink(seq, encoded)
         self._buffer.append((seq, encoded))
         self._buffer_bytes += len(encoded)
         while self._buffer and (

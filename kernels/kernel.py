@@ -39,6 +39,7 @@ class KernelExit:
 
     returncode: int | None
     expected: bool
+    oom: bool = False  # the launcher saw its memory limit kill the kernel
 
 
 Message = dict[str, Any]
@@ -152,7 +153,9 @@ class Kernel:
     async def _watch_process(self) -> None:
         assert self.process is not None
         code = await self.process.wait()
-        self.exit = KernelExit(code, expected=self._stopping)
+        oom_killed = getattr(self.launcher, "oom_killed", None)
+        oom = bool(oom_killed and not self._stopping and oom_killed(self.slot))
+        self.exit = KernelExit(code, expected=self._stopping, oom=oom)
         if not self._stopping:
             log.warning("kernel %s died (exit code %s)", self.id[:12], code)
         if not self.exited.done():

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import KernelError, QueueFull, SessionClosed
 from .events import EventLog
@@ -67,6 +67,9 @@ class Cell:
     collector: OutputCollector
     first_seq: int
     last_seq: int = 0
+    cell_id: str = ""
+    kernel_id: str = ""
+    files: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The whole-result answer of the REST execute call."""
@@ -83,6 +86,7 @@ class Cell:
             "duration_ms": round(self.duration_ms, 3),
             "kernel_restarted": self.kernel_restarted,
             "truncated": c.truncated or c.stdout.truncated or c.stderr.truncated,
+            "files": self.files,
         }
 
 
@@ -91,19 +95,51 @@ class Execution:
     id: str
     code: str
     timeout: float
+    cell_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # client ids may repeat
     done: asyncio.Future[Cell] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
+@dataclass(frozen=True)
+class Started:
+    """An execution that has just been sent to its kernel."""
+
+    cell_id: str
+    exec_id: str
+    code: str
+    kernel_id: str
+    first_seq: int
+    started: float
+
+
+class FileWatch(Protocol):
+    """Finds the files an execution created or changed in the session's work dir."""
+
+    async def snapshot(self) -> Any: ...
+
+    async def changes(self, before: Any) -> list[dict[str, Any]]:
+        """`file` event bodies: name, size, event (created/modified), url."""
+        ...
+
+
 CellHook = Callable[["KernelSession", Cell], Awaitable[None]]
+StartHook = Callable[["KernelSession", Started], None]
+EventSink = Callable[[int, str], None]
 
 
 class KernelSession:
     """The stateful kernel of one (tenant, user) and everything queued for it."""
 
     def __init__(
-        self, tenant: str, user: str, work_dir: Path, pool: KernelPool, limits: Limits
+        self,
+        tenant: str,
+        user: str,
+        work_dir: Path,
+        pool: KernelPool,
+        limits: Limits,
+        last_seq: int = 0,
+        sink: EventSink | None = None,
     ) -> None:
         self.tenant = tenant
         self.user = user
@@ -115,8 +151,12 @@ class KernelSession:
         self.last_activity = self.created
         self.execution_count = 0
         self.kernel: Kernel | None = None
-        self.events = EventLog(limits.replay_events, limits.replay_bytes, limits.subscriber_bytes)
+        self.events = EventLog(
+            limits.replay_events, limits.replay_bytes, limits.subscriber_bytes, last_seq, sink
+        )
         self.cell_hooks: list[CellHook] = []
+        self.start_hooks: list[StartHook] = []
+        self.file_watch: FileWatch | None = None
         self._kernel_lost = False
         self._kernel_lock = asyncio.Lock()
         self._queue: asyncio.Queue[Execution] = asyncio.Queue()
@@ -183,6 +223,10 @@ class KernelSession:
             self._publish({"type": "queued", "position": position}, execution.id)
         return execution
 
+    def publish_note(self, markdown: str) -> int:
+        """Tell watchers a markdown note was added to the transcript; returns its seq."""
+        return self._publish({"type": "note", "markdown": markdown})
+
     def interrupt(self) -> bool:
         """Interrupt the running execution; False when nothing runs."""
         if self._running is None or self.kernel is None:
@@ -225,6 +269,7 @@ class KernelSession:
                         False,
                         collector,
                         0,
+                        cell_id=execution.cell_id,
                     )
                 )
         if self.kernel is not None:
@@ -298,6 +343,7 @@ class KernelSession:
             self._kernel_lost,
             collector,
             seq,
+            cell_id=execution.cell_id,
         )
         if self.state is not SessionState.DEAD:
             self._set_state(SessionState.IDLE, execution.id)
@@ -313,8 +359,14 @@ class KernelSession:
         first_seq = self.events.last_seq + 1
         self._set_state(SessionState.BUSY, execution.id)
         run = _Run(self, execution.id, collector)
+        before = await self.file_watch.snapshot() if self.file_watch else None
         msg_id = kernel.execute(execution.code)
         queue = kernel.listen(msg_id)
+        info = Started(
+            execution.cell_id, execution.id, execution.code, kernel.id, first_seq, started
+        )
+        for hook in self.start_hooks:
+            hook(self, info)
         try:
             try:
                 async with asyncio.timeout(execution.timeout):
@@ -333,9 +385,10 @@ class KernelSession:
                     await self.pool.discard(kernel)
         finally:
             kernel.unlisten(msg_id)
+        files = await self._announce_files(before, execution.id)
         if run.exit is not None and not run.exit.expected:
             status = "error"
-            reason = describe_exit(run.exit.returncode)
+            reason = describe_exit(run.exit.returncode, run.exit.oom)
             death = {"type": "error", "ename": "KernelDied", "evalue": reason, "traceback": []}
             for event in collector.accept(death):
                 self._publish(event, execution.id)
@@ -354,12 +407,27 @@ class KernelSession:
             restarted,
             collector,
             first_seq,
+            cell_id=execution.cell_id,
+            kernel_id=kernel.id,
+            files=files,
         )
         self.last_activity = time.time()
         if self.kernel is not None and self.kernel.alive and self._queue.empty():
             self._set_state(SessionState.IDLE, execution.id)
         cell.last_seq = self._publish(self._done_event(cell), execution.id)
         return cell
+
+    async def _announce_files(self, before: Any, exec_id: str) -> list[dict[str, Any]]:
+        if self.file_watch is None:
+            return []
+        try:
+            files = await self.file_watch.changes(before)
+        except Exception:
+            log.exception("%r: could not list changed files", self)
+            return []
+        for change in files:
+            self._publish({"type": "file", **change}, exec_id)
+        return files
 
     @staticmethod
     def _done_event(cell: Cell) -> dict[str, Any]:
@@ -415,10 +483,11 @@ class _Run:
         return self.reply_status or "error"
 
 
-def describe_exit(returncode: int | None) -> str:
+def describe_exit(returncode: int | None, oom: bool = False) -> str:
+    if oom:
+        return "the kernel was killed for using more memory than its limit"
     if returncode is None:
         return "the kernel process ended"
     if returncode < 0:
-        hint = " (killed: out of memory?)" if returncode == -9 else ""
-        return f"the kernel process died from signal {-returncode}{hint}"
+        return f"the kernel process died from signal {-returncode}"
     return f"the kernel process exited with code {returncode}"

@@ -10,9 +10,11 @@ from pathlib import Path
 
 from .errors import CapacityExceeded, SessionNotFound
 from .pool import KernelPool
-from .session import CellHook, KernelSession, Limits
+from .session import CellHook, EventSink, FileWatch, KernelSession, Limits, StartHook
 
 SessionHook = Callable[[KernelSession], Awaitable[None]]
+# (tenant, user) -> (the seq numbering continues from, a durable sink for events)
+EventSetup = Callable[[str, str], Awaitable[tuple[int, EventSink | None]]]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,9 @@ class SessionRegistry:
         self.max_sessions = max_sessions
         self.cell_hooks: list[CellHook] = []
         self.session_hooks: list[SessionHook] = []  # after a session is created or closed
+        self.start_hooks: list[StartHook] = []
+        self.event_setup: EventSetup | None = None
+        self.file_watch_for: Callable[[str, str], FileWatch] | None = None
         self._sessions: dict[Key, KernelSession] = {}
         self._creating: dict[Key, asyncio.Future[KernelSession]] = {}
 
@@ -72,8 +77,16 @@ class SessionRegistry:
         try:
             work_dir = self.work_dir_for(tenant, user)
             work_dir.mkdir(parents=True, exist_ok=True)
-            session = KernelSession(tenant, user, work_dir, self.pool, self.limits)
+            last_seq, sink = 0, None
+            if self.event_setup is not None:
+                last_seq, sink = await self.event_setup(tenant, user)
+            session = KernelSession(
+                tenant, user, work_dir, self.pool, self.limits, last_seq=last_seq, sink=sink
+            )
             session.cell_hooks.extend(self.cell_hooks)
+            session.start_hooks.extend(self.start_hooks)
+            if self.file_watch_for is not None:
+                session.file_watch = self.file_watch_for(tenant, user)
             self._sessions[key] = session
             try:
                 await session.ensure_kernel()

@@ -1,4 +1,4 @@
-"""Route table and lifespan: start the store, pool, sessions and janitor; stop them all."""
+"""Route table and lifespan: start the store, sandbox, pool, sessions and janitor; stop them."""
 
 from __future__ import annotations
 
@@ -7,20 +7,26 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tornado.web
 
-from kernels.launcher import KernelCommand, Launcher, LocalLauncher, default_kernel_python
+from kernels.files import FileArea
+from kernels.launcher import KernelCommand, Launcher, default_kernel_python
 from kernels.pool import KernelPool
+from kernels.sandbox import SandboxPolicy, cleanup_leftovers, make_launcher
 from kernels.session import Cell, KernelSession, Limits
 from kernels.sessions import SessionRegistry
 
 from . import handlers as h
 from .auth import Authenticator
 from .config import Settings
+from .files_http import file_area, file_routes, file_url
 from .janitor import Janitor
+from .notebook_http import NotebookHandler, NotesHandler
 from .store.base import SessionRecord, Store
 from .store.sqlite import SqliteStore
+from .transcript import Transcript
 from .websocket import SessionSocket
 
 log = logging.getLogger(__name__)
@@ -35,9 +41,10 @@ class AppState:
     store: Store
     pool: KernelPool
     registry: SessionRegistry
+    transcript: Transcript
 
 
-def make_routes(state: AppState) -> list[tuple[str, type, dict[str, AppState]]]:
+def make_routes(state: AppState) -> list[tuple[str, type, dict[str, Any]]]:
     kw = {"state": state}
     return [
         (r"/api/health", h.HealthHandler, kw),
@@ -47,7 +54,10 @@ def make_routes(state: AppState) -> list[tuple[str, type, dict[str, AppState]]]:
         (rf"/api/sessions/{USER}/execute", h.ExecuteHandler, kw),
         (rf"/api/sessions/{USER}/interrupt", h.InterruptHandler, kw),
         (rf"/api/sessions/{USER}/restart", h.RestartHandler, kw),
+        (rf"/api/sessions/{USER}/notebook", NotebookHandler, kw),
+        (rf"/api/sessions/{USER}/notes", NotesHandler, kw),
         (rf"/api/sessions/{USER}/ws", SessionSocket, kw),
+        *file_routes(USER, kw),
     ]
 
 
@@ -61,36 +71,68 @@ def make_app(state: AppState) -> tornado.web.Application:
     )
 
 
-def make_launcher(settings: Settings) -> Launcher:
-    command = KernelCommand(settings.kernel_python or default_kernel_python())
-    if settings.sandbox == "on":
-        raise RuntimeError("the sandbox is not available in this build; use --no-sandbox")
-    log.warning("SANDBOX OFF: kernels run as this server's user with no isolation")
-    return LocalLauncher(command)
+def sandbox_policy(settings: Settings) -> SandboxPolicy:
+    return SandboxPolicy(
+        uid_first=settings.kernel_uid_first,
+        uid_last=settings.kernel_uid_last,
+        memory_bytes=settings.kernel_memory_bytes,
+        pids_max=settings.kernel_pids,
+        file_size_bytes=settings.kernel_file_bytes,
+        tmp_bytes=settings.kernel_tmp_bytes,
+    )
 
 
-def work_dir_root(settings: Settings) -> Path:
-    return settings.data_dir / "files"
+def launcher_for(settings: Settings) -> Launcher:
+    """The kernel launcher; raises `SandboxUnavailable` rather than run unsandboxed."""
+    return make_launcher(
+        sandbox=settings.sandbox == "on",
+        runtime_root=settings.runtime_dir,
+        policy=sandbox_policy(settings),
+        command=KernelCommand(settings.kernel_python or default_kernel_python()),
+    )
 
 
-def _record(session: KernelSession, state: str | None = None) -> SessionRecord:
+def _record(session: KernelSession) -> SessionRecord:
     return SessionRecord(
         tenant=session.tenant,
         user=session.user,
         created=session.created,
         last_activity=session.last_activity,
         execution_count=session.execution_count,
-        state=state or str(session.state),
+        state=str(session.state),
     )
+
+
+class AreaWatch:
+    """`FileWatch` of one user's file area: changed files with their download URLs."""
+
+    def __init__(self, area: FileArea, user: str) -> None:
+        self.area = area
+        self.user = user
+
+    async def snapshot(self) -> Any:
+        return await self.area.asnapshot()
+
+    async def changes(self, before: Any) -> list[dict[str, Any]]:
+        return [
+            {"name": c.name, "size": c.size, "event": c.event, "url": file_url(self.user, c.name)}
+            for c in await self.area.achanges_since(before)
+        ]
 
 
 @contextlib.asynccontextmanager
 async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
     """Everything the app needs, started in order and stopped in reverse."""
+    launcher = launcher_for(settings)
+    policy = sandbox_policy(settings)
+    await cleanup_leftovers(settings.runtime_dir, policy)
     store: Store = SqliteStore(settings.data_dir / "kss.sqlite3")
     await store.open()
+    transcript = Transcript(store)
+    await transcript.recover()
+    transcript.start()
     pool = KernelPool(
-        make_launcher(settings),
+        launcher,
         settings.runtime_dir,
         warm_size=settings.pool_size,
         start_timeout=settings.kernel_start_timeout,
@@ -105,27 +147,30 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         replay_events=settings.replay_events,
         replay_bytes=settings.replay_bytes,
     )
-    root = work_dir_root(settings)
+    root: Path = settings.data_dir / "files"
     registry = SessionRegistry(
         pool, limits, lambda t, u: root / t / u, max_sessions=settings.max_sessions
     )
+    state = AppState(settings, Authenticator(settings.api_keys), store, pool, registry, transcript)
 
-    async def save_cell(session: KernelSession, cell: Cell) -> None:
+    async def save_session(session: KernelSession, cell: Cell | None = None) -> None:
         await store.put_session(_record(session))
 
-    async def save_session(session: KernelSession) -> None:
-        await store.put_session(_record(session))
-
-    registry.cell_hooks.append(save_cell)
+    registry.event_setup = transcript.event_setup
+    registry.start_hooks.append(transcript.cell_started)
+    registry.cell_hooks.extend([transcript.cell_finished, save_session])
     registry.session_hooks.append(save_session)
-    state = AppState(settings, Authenticator(settings.api_keys), store, pool, registry)
+    registry.file_watch_for = lambda t, u: AreaWatch(file_area(state, t, u), u)
     janitor = Janitor(state)
     try:
         await pool.start()
         janitor.start()
+        log.info("kernels run with sandbox mode %r", launcher.mode)
         yield state
     finally:
         await janitor.stop()
         await registry.close_all()
         await pool.close()
+        await transcript.stop()
         await store.close()
+        await cleanup_leftovers(settings.runtime_dir, policy)

@@ -40,7 +40,17 @@ class Settings:
     max_queue: int = 100
     idle_timeout: float = 1200
     janitor_interval: float = 30
-    sandbox: str = "off"
+    file_max_bytes: int = 50_000_000
+    user_quota_bytes: int = 500_000_000
+    file_ttl_seconds: float = 48 * 3600
+    transcript_ttl_seconds: float = 7 * 86400
+    sandbox: str = "on"
+    kernel_uid_first: int = 2_000_000
+    kernel_uid_last: int = 2_000_999
+    kernel_memory_bytes: int = 1 << 30
+    kernel_pids: int = 128
+    kernel_file_bytes: int = 50_000_000
+    kernel_tmp_bytes: int = 256 << 20
     kernel_python: str = ""
     runtime_dir: Path = Path()
     log_level: str = "INFO"
@@ -75,7 +85,17 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "max_queue": (int, "executions that may wait per session"),
     "idle_timeout": (float, "seconds without executions before a kernel is culled"),
     "janitor_interval": (float, "seconds between expiry sweeps"),
-    "sandbox": (str, "on or off: run kernels under bubblewrap"),
+    "file_max_bytes": (int, "largest file one upload may create"),
+    "user_quota_bytes": (int, "bytes of files one user may keep"),
+    "file_ttl_seconds": (float, "seconds after its last change a file expires"),
+    "transcript_ttl_seconds": (float, "seconds after the last activity a transcript expires"),
+    "sandbox": (str, "on or off: run kernels under bubblewrap (off is unsafe)"),
+    "kernel_uid_first": (int, "first host uid given to sandboxed kernels"),
+    "kernel_uid_last": (int, "last host uid given to sandboxed kernels"),
+    "kernel_memory_bytes": (int, "memory limit of one sandboxed kernel (cgroup)"),
+    "kernel_pids": (int, "process/thread limit of one sandboxed kernel (cgroup)"),
+    "kernel_file_bytes": (int, "largest file a sandboxed kernel may write (rlimit)"),
+    "kernel_tmp_bytes": (int, "size of a sandboxed kernel's private /tmp"),
     "kernel_python": (str, "interpreter kernels run with (default: .kernel-venv)"),
     "runtime_dir": (Path, "short path for kernel sockets (default under /tmp)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
@@ -160,6 +180,8 @@ def finalize(settings: Settings) -> Settings:
         raise ValueError("sandbox: want on or off")
     if values["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("log_level: want DEBUG, INFO, WARNING or ERROR")
+    if not 0 < values["kernel_uid_first"] <= values["kernel_uid_last"]:
+        raise ValueError("kernel uid range: want 0 < first <= last")
     for name in ("pool_size", "max_sessions", "max_code_bytes", "output_cap_bytes"):
         if values[name] < 0:
             raise ValueError(f"{name} must not be negative")

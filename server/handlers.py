@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
@@ -193,7 +194,11 @@ class SessionHandler(ApiHandler):
         if live is not None:
             await self.state.registry.close(self.tenant, user)
         if purge:
-            await self.state.store.delete_session(self.tenant, user)
+            await self.state.transcript.delete(self.tenant, user)
+            work_dir = self.state.registry.work_dir_for(self.tenant, user)
+            await asyncio.to_thread(shutil.rmtree, work_dir, True)
+            records = self.state.settings.data_dir / "file-records" / self.tenant / f"{user}.json"
+            records.unlink(missing_ok=True)
         self.write_json({"user": user, "state": "closed", "purged": purge})
 
 

@@ -1,16 +1,32 @@
-"""Periodic expiry: idle kernels now; files and transcripts join as they land."""
+"""Periodic expiry on three clocks: idle kernels, files, and transcripts (with their record)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .files_http import file_area
 
 if TYPE_CHECKING:
     from .app import AppState
 
 log = logging.getLogger(__name__)
+
+
+def _work_dirs(root: Path) -> list[tuple[str, str]]:
+    if not root.is_dir():
+        return []
+    return [
+        (tenant.name, user.name)
+        for tenant in root.iterdir()
+        if tenant.is_dir()
+        for user in tenant.iterdir()
+        if user.is_dir()
+    ]
 
 
 class Janitor:
@@ -31,9 +47,20 @@ class Janitor:
 
     async def sweep(self, now: float | None = None) -> dict[str, int]:
         """One pass over every expiry clock; returns what it removed."""
-        settings = self.state.settings
-        culled = await self.state.registry.cull_idle(settings.idle_timeout, now)
-        return {"kernels": len(culled)}
+        state = self.state
+        settings = state.settings
+        now = time.time() if now is None else now
+        culled = await state.registry.cull_idle(settings.idle_timeout, now)
+        files = 0
+        root = settings.data_dir / "files"
+        for tenant, user in await asyncio.to_thread(_work_dirs, root):
+            files += len(await file_area(state, tenant, user).aexpire(now))
+        transcripts = 0
+        for record in await state.store.expired_sessions(now - settings.transcript_ttl_seconds):
+            if state.registry.find(record.tenant, record.user) is None:
+                await state.transcript.delete(record.tenant, record.user)
+                transcripts += 1
+        return {"kernels": len(culled), "files": files, "transcripts": transcripts}
 
     async def _loop(self) -> None:
         while True:

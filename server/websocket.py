@@ -73,23 +73,34 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)
         assert self.session is not None
         events = self.session.events
+        older = None
         if self._since is not None and self._since + 1 < events.oldest_seq:
-            self._send_direct(
-                {"type": "gap", "from_seq": self._since + 1, "to_seq": events.oldest_seq - 1}
-            )
+            older = (self._since, events.oldest_seq)  # no longer in memory: from the store
         self.subscription = events.subscribe(self._since)
         self._forwarder = asyncio.get_running_loop().create_task(
-            self._forward(self.subscription), name="ws-forward"
+            self._forward(self.subscription, older), name="ws-forward"
         )
 
-    async def _forward(self, sub: Subscription) -> None:
+    async def _forward(self, sub: Subscription, older: tuple[int, int] | None) -> None:
         try:
+            if older is not None:
+                await self._replay_stored(*older)
             while (encoded := await sub.get()) is not None:
                 await self.write_message(encoded)
         except tornado.websocket.WebSocketClosedError:
             return
         if sub.reason and self.ws_connection is not None:
             self.close(4000 if "behind" in sub.reason else 1001, sub.reason[:120])
+
+    async def _replay_stored(self, after: int, before: int) -> None:
+        """Events after < seq < before from the durable transcript, a `gap` for any lost."""
+        assert self.session is not None
+        bodies = await self.state.transcript.replay(self.tenant, self.session.user, after, before)
+        first = json.loads(bodies[0])["seq"] if bodies else before
+        if first > after + 1 or len(bodies) < before - after - 1:
+            self._send_direct({"type": "gap", "from_seq": after + 1, "to_seq": first - 1})
+        for body in bodies:
+            await self.write_message(body)
 
     def _send_direct(self, event: dict[str, Any]) -> None:
         with contextlib.suppress(tornado.websocket.WebSocketClosedError):

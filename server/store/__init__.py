@@ -1,5 +1,5 @@
 """Session metadata storage: a `Store` protocol, SQLite by default, MongoDB optionally."""
 
-from .base import SessionRecord, Store
+from .base import CellRecord, SessionRecord, Store
 
-__all__ = ["SessionRecord", "Store"]
+__all__ = ["CellRecord", "SessionRecord", "Store"]

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+
+
+@dataclass
+class CellRecord:
+    """One transcript entry: a code cell (an execution) or a markdown note."""
+
+    tenant: str
+    user: str
+    id: str
+    kind: str  # "code" or "markdown"
+    source: str
+    created: float
+    status: str = "ok"  # code: running/ok/error/timeout/aborted/interrupted
+    execution_count: int | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)  # started, duration_ms, kernel_id...
+    first_seq: int = 0
+    position: int = 0  # set by the store: order of first insertion
 
 
 @dataclass
@@ -39,3 +57,31 @@ class Store(Protocol):
     async def delete_session(self, tenant: str, user: str) -> bool: ...
 
     async def status(self) -> dict[str, Any]: ...
+
+    # -- transcript ------------------------------------------------------------------------
+
+    async def put_cells(self, cells: list[CellRecord]) -> None:
+        """Insert or update cells by (tenant, user, id); a new cell goes last."""
+        ...
+
+    async def list_cells(self, tenant: str, user: str) -> list[CellRecord]: ...
+
+    async def running_cells(self) -> list[CellRecord]:
+        """Cells a crashed server left in status `running`."""
+        ...
+
+    async def append_events(self, tenant: str, user: str, events: list[tuple[int, str]]) -> None:
+        """Store encoded events by seq (already JSON)."""
+        ...
+
+    async def events_between(self, tenant: str, user: str, after: int, before: int) -> list[str]:
+        """Encoded events with after < seq < before, in order."""
+        ...
+
+    async def last_seq(self, tenant: str, user: str) -> int: ...
+
+    async def delete_transcript(self, tenant: str, user: str) -> None: ...
+
+    async def expired_sessions(self, before: float) -> list[SessionRecord]:
+        """Sessions whose last activity is older than `before`."""
+        ...

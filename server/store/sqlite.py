@@ -7,14 +7,13 @@ waits on the disk and SQLite never sees two threads.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from .base import SessionRecord
-
-T = TypeVar("T")
+from .base import CellRecord, SessionRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -27,7 +26,68 @@ CREATE TABLE IF NOT EXISTS sessions (
     PRIMARY KEY (tenant, user)
 );
 CREATE INDEX IF NOT EXISTS sessions_last_activity ON sessions (last_activity);
+CREATE TABLE IF NOT EXISTS cells (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    user TEXT NOT NULL,
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created REAL NOT NULL,
+    status TEXT NOT NULL,
+    execution_count INTEGER,
+    outputs TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    UNIQUE (tenant, user, id)
+);
+CREATE INDEX IF NOT EXISTS cells_status ON cells (status);
+CREATE TABLE IF NOT EXISTS events (
+    tenant TEXT NOT NULL,
+    user TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (tenant, user, seq)
+) WITHOUT ROWID;
 """
+
+CELL_COLUMNS = (
+    "tenant, user, id, kind, source, created, status, execution_count, outputs, metadata, first_seq"
+)
+
+
+def _cell_row(c: CellRecord) -> tuple[Any, ...]:
+    return (
+        c.tenant,
+        c.user,
+        c.id,
+        c.kind,
+        c.source,
+        c.created,
+        c.status,
+        c.execution_count,
+        json.dumps(c.outputs, ensure_ascii=False),
+        json.dumps(c.metadata),
+        c.first_seq,
+    )
+
+
+def _cell(row: tuple[Any, ...]) -> CellRecord:
+    position, tenant, user, id_, kind, source, created, status, count, outputs, meta, seq = row
+    return CellRecord(
+        tenant,
+        user,
+        id_,
+        kind,
+        source,
+        created,
+        status,
+        count,
+        json.loads(outputs),
+        json.loads(meta),
+        seq,
+        position,
+    )
 
 
 class SqliteStore:
@@ -60,6 +120,13 @@ class SqliteStore:
     def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         assert self._db is not None, "store is not open"
         return self._db.execute(sql, params).fetchall()
+
+    def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        assert self._db is not None, "store is not open"
+        with self._db:  # one transaction per batch
+            self._db.executemany(sql, rows)
+
+    # -- sessions --------------------------------------------------------------------------
 
     async def put_session(self, record: SessionRecord) -> None:
         await self._run(
@@ -97,6 +164,79 @@ class SqliteStore:
 
         return await self._run(delete)
 
+    async def expired_sessions(self, before: float) -> list[SessionRecord]:
+        rows = await self._run(
+            self._exec, "SELECT * FROM sessions WHERE last_activity < ?", (before,)
+        )
+        return [SessionRecord(*row) for row in rows]
+
     async def status(self) -> dict[str, Any]:
-        rows = await self._run(self._exec, "SELECT count(*) FROM sessions")
-        return {"backend": "sqlite", "path": str(self.path), "sessions": rows[0][0]}
+        rows = await self._run(
+            self._exec,
+            "SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM cells)",
+        )
+        return {"backend": "sqlite", "sessions": rows[0][0], "cells": rows[0][1]}
+
+    # -- transcript ------------------------------------------------------------------------
+
+    async def put_cells(self, cells: list[CellRecord]) -> None:
+        await self._run(
+            self._many,
+            f"INSERT INTO cells ({CELL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (tenant, user, id) DO UPDATE SET status = excluded.status, "
+            "execution_count = excluded.execution_count, outputs = excluded.outputs, "
+            "metadata = excluded.metadata",
+            [_cell_row(c) for c in cells],
+        )
+
+    async def list_cells(self, tenant: str, user: str) -> list[CellRecord]:
+        rows = await self._run(
+            self._exec,
+            f"SELECT position, {CELL_COLUMNS} FROM cells WHERE tenant = ? AND user = ? "
+            "ORDER BY position",
+            (tenant, user),
+        )
+        return [_cell(row) for row in rows]
+
+    async def running_cells(self) -> list[CellRecord]:
+        rows = await self._run(
+            self._exec,
+            f"SELECT position, {CELL_COLUMNS} FROM cells WHERE status = 'running' "
+            "ORDER BY position",
+        )
+        return [_cell(row) for row in rows]
+
+    async def append_events(self, tenant: str, user: str, events: list[tuple[int, str]]) -> None:
+        await self._run(
+            self._many,
+            "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?)",
+            [(tenant, user, seq, body) for seq, body in events],
+        )
+
+    async def events_between(self, tenant: str, user: str, after: int, before: int) -> list[str]:
+        rows = await self._run(
+            self._exec,
+            "SELECT body FROM events WHERE tenant = ? AND user = ? AND seq > ? AND seq < ? "
+            "ORDER BY seq",
+            (tenant, user, after, before),
+        )
+        return [row[0] for row in rows]
+
+    async def last_seq(self, tenant: str, user: str) -> int:
+        rows = await self._run(
+            self._exec,
+            "SELECT coalesce(max(seq), 0) FROM events WHERE tenant = ? AND user = ?",
+            (tenant, user),
+        )
+        return int(rows[0][0])
+
+    async def delete_transcript(self, tenant: str, user: str) -> None:
+        def delete() -> None:
+            assert self._db is not None
+            with self._db:
+                for table in ("cells", "events"):
+                    self._db.execute(
+                        f"DELETE FROM {table} WHERE tenant = ? AND user = ?", (tenant, user)
+                    )
+
+        await self._run(delete)

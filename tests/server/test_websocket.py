@@ -88,18 +88,31 @@ async def test_reconnect_with_since_replays_what_was_missed(server):
     ws.close()
 
 
-async def test_since_older_than_the_buffer_reports_a_gap(tmp_path):
+async def test_since_older_than_memory_replays_from_the_transcript(tmp_path):
     from tests.conftest import make_settings, running_server
 
     settings = make_settings(tmp_path, replay_events=5, pool_size=0)
     async with running_server(settings) as srv:
         for i in range(4):
-            await srv.api.execute("gappy", f"print({i})")
-        ws = await srv.api.ws("gappy", since=0)
-        first = await ws.recv()
-        assert first["type"] == "gap" and first["from_seq"] == 1
-        nxt = await ws.recv()
-        assert nxt["seq"] == first["to_seq"] + 1
+            await srv.api.execute("old", f"print({i})")
+        last = srv.state.registry.get("t1", "old").events.last_seq
+        assert last > 5  # more than the memory buffer holds
+        ws = await srv.api.ws("old", since=0)
+        replayed = [await ws.recv() for _ in range(last)]
+        assert [e["seq"] for e in replayed] == list(range(1, last + 1))
+        assert [e["text"] for e in replayed if e["type"] == "stream"] == [
+            "0\n",
+            "1\n",
+            "2\n",
+            "3\n",
+        ]
+        ws.close()
+        # Only what neither memory nor the transcript holds is reported as a gap.
+        await srv.state.store.delete_transcript("t1", "old")
+        ws = await srv.api.ws("old", since=0)
+        gap = await ws.recv()
+        assert gap["type"] == "gap" and gap["from_seq"] == 1
+        assert (await ws.recv())["seq"] == gap["to_seq"] + 1
         ws.close()
 
 
@@ -168,7 +181,8 @@ async def test_oversize_frames(server):
     with contextlib.suppress(WebSocketClosedError):  # closed while we were still writing
         await ws.send("x" * (server.settings.max_request_bytes * 2 + 100))
     assert await ws.conn.read_message() is None
-    assert ws.conn.close_code == 1009
+    # The 1009 close frame can lose the race with the TCP close while we still write.
+    assert ws.conn.close_code in (1009, None)
     other = await server.api.ws("bigframe")
     assert (await other.run("'fine'", "f"))[-1]["status"] == "ok"
     other.close()

@@ -1,0 +1,57 @@
+"""Notebook download and markdown notes: the transcript as a Jupyter notebook."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from urllib.parse import quote
+
+from kernels.errors import SessionNotFound
+
+from .handlers import ApiHandler
+from .notebook import build_notebook, dumps
+from .protocol import ProtocolError
+
+
+class NotebookHandler(ApiHandler):
+    """`GET .../notebook[?since_restart=true]`: the session as an .ipynb download."""
+
+    async def get(self, user: str) -> None:
+        user = self.user_arg(user)
+        since_restart = self.get_query_argument("since_restart", "false").lower()
+        if since_restart not in ("true", "false", "1", "0"):
+            raise ProtocolError(400, "invalid_field", "'since_restart' must be true or false")
+        cells = await self.state.transcript.cells(self.tenant, user)
+        live = self.state.registry.find(self.tenant, user)
+        if not cells and live is None and not await self.state.store.get_session(self.tenant, user):
+            raise SessionNotFound(f"no session for user {user!r}")
+        nb = build_notebook(cells, user, since_restart=since_restart in ("true", "1"))
+        filename = f"{user}-{time.strftime('%Y-%m-%d', time.gmtime())}.ipynb"
+        self.set_header("Content-Type", "application/x-ipynb+json")
+        self.set_header(
+            "Content-Disposition",
+            f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}",
+        )
+        self.finish(dumps(nb))
+
+
+class NotesHandler(ApiHandler):
+    """`POST .../notes {"markdown"}`: a markdown cell at the current end of the transcript."""
+
+    async def post(self, user: str) -> None:
+        user = self.user_arg(user)
+        body = self.json_body()
+        markdown = body.get("markdown")
+        if markdown is None:
+            raise ProtocolError(400, "missing_field", "'markdown' is required")
+        if not isinstance(markdown, str):
+            raise ProtocolError(400, "invalid_field", "'markdown' must be a string")
+        if len(markdown.encode("utf-8", "surrogatepass")) > self.state.settings.max_code_bytes:
+            raise ProtocolError(413, "payload_too_large", "the note is too large")
+        live = self.state.registry.find(self.tenant, user)
+        if live is None and not await self.state.store.get_session(self.tenant, user):
+            raise SessionNotFound(f"no session for user {user!r}")
+        note_id = uuid.uuid4().hex
+        seq = live.publish_note(markdown) if live is not None else 0
+        self.state.transcript.add_note(self.tenant, user, markdown, note_id, seq)
+        self.write_json({"id": note_id, "seq": seq or None}, 201)

@@ -1,0 +1,168 @@
+"""The durable transcript: every event and cell of every session, written behind.
+
+Sessions hand events and cells to `Transcript` synchronously; one owned task writes them to
+the store in batches, in order. Readers (`replay`, notebook export) flush first, so they
+see everything published before they asked. At start, cells a crashed server left running
+are rebuilt from their stored events and marked `interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from kernels.outputs import OutputCollector
+from kernels.session import Cell, EventSink, KernelSession, Started
+
+from .store.base import CellRecord, Store
+
+log = logging.getLogger(__name__)
+
+BATCH = 2000
+Op = tuple[str, Any]
+
+
+class Transcript:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._queue: asyncio.Queue[Op] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._write(), name="transcript")
+
+    async def stop(self) -> None:
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def flush(self) -> None:
+        """Until everything handed over so far is in the store."""
+        await self._queue.join()
+
+    # -- what sessions hand over -----------------------------------------------------------
+
+    async def event_setup(self, tenant: str, user: str) -> tuple[int, EventSink]:
+        """For a new session: the seq to continue from and the sink for its events."""
+        await self.flush()
+        last = await self.store.last_seq(tenant, user)
+
+        def sink(seq: int, encoded: str) -> None:
+            self._queue.put_nowait(("event", (tenant, user, seq, encoded)))
+
+        return last, sink
+
+    def cell_started(self, session: KernelSession, info: Started) -> None:
+        record = CellRecord(
+            session.tenant,
+            session.user,
+            info.cell_id,
+            "code",
+            info.code,
+            info.started,
+            status="running",
+            metadata={"started": info.started, "kernel_id": info.kernel_id, "id": info.exec_id},
+            first_seq=info.first_seq,
+        )
+        self._queue.put_nowait(("cell", record))
+
+    async def cell_finished(self, session: KernelSession, cell: Cell) -> None:
+        self._queue.put_nowait(("cell", cell_record(session.tenant, session.user, cell)))
+
+    def add_note(self, tenant: str, user: str, markdown: str, note_id: str, seq: int) -> None:
+        record = CellRecord(tenant, user, note_id, "markdown", markdown, time.time(), first_seq=seq)
+        self._queue.put_nowait(("cell", record))
+
+    # -- reading back ----------------------------------------------------------------------
+
+    async def replay(self, tenant: str, user: str, after: int, before: int) -> list[str]:
+        await self.flush()
+        return await self.store.events_between(tenant, user, after, before)
+
+    async def cells(self, tenant: str, user: str) -> list[CellRecord]:
+        await self.flush()
+        return await self.store.list_cells(tenant, user)
+
+    async def delete(self, tenant: str, user: str) -> None:
+        """Forget the session: its transcript and its record."""
+        await self.flush()
+        await self.store.delete_transcript(tenant, user)
+        await self.store.delete_session(tenant, user)
+
+    async def recover(self) -> int:
+        """Cells left `running` by a server that died: outputs from events, `interrupted`."""
+        cells = await self.store.running_cells()
+        for cell in cells:
+            bodies = await self.store.events_between(
+                cell.tenant, cell.user, cell.first_seq - 1, 2**62
+            )
+            collector = OutputCollector(client_cap=2**62, text_cap=2**62)
+            for body in bodies:
+                event = json.loads(body)
+                if event.get("id") != cell.metadata.get("id"):
+                    continue
+                if event["type"] == "done":
+                    break
+                collector.accept(event)
+            cell.outputs = collector.outputs
+            cell.status = "interrupted"
+        if cells:
+            await self.store.put_cells(cells)
+            log.warning("recovered %d cells interrupted by a server stop", len(cells))
+        return len(cells)
+
+    async def _write(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < BATCH:
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write_batch(batch)
+            except Exception:
+                log.exception("transcript write of %d items failed", len(batch))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write_batch(self, batch: list[Op]) -> None:
+        events: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        cells: list[CellRecord] = []
+        for kind, item in batch:
+            if kind == "event":
+                tenant, user, seq, encoded = item
+                events.setdefault((tenant, user), []).append((seq, encoded))
+            else:
+                cells.append(item)
+        for (tenant, user), rows in events.items():
+            await self.store.append_events(tenant, user, rows)
+        if cells:
+            await self.store.put_cells(cells)
+
+
+def cell_record(tenant: str, user: str, cell: Cell) -> CellRecord:
+    return CellRecord(
+        tenant,
+        user,
+        cell.cell_id,
+        "code",
+        cell.code,
+        cell.started,
+        status=cell.status,
+        execution_count=cell.execution_count,
+        outputs=cell.collector.outputs,
+        metadata={
+            "started": cell.started,
+            "duration_ms": round(cell.duration_ms, 3),
+            "kernel_id": cell.kernel_id,
+            "kernel_restarted": cell.kernel_restarted,
+            "truncated": cell.collector.truncated,
+            "id": cell.id,
+        },
+        first_seq=cell.first_seq,
+    )

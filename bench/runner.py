@@ -104,11 +104,11 @@ async def run(cfg: BenchConfig) -> RunResult:
     try:
         for name in cfg.systems:
             system = make_system(name, cfg, workdir)
-            result.settings[system.label] = system.settings()
             only = ONLY.get(name)
             mine = [sc for sc in runnable if only is None or sc.id in only]
             if mine:
                 result.metrics += await run_system(system, mine, cfg, end)
+            result.settings[system.label] = system.settings()  # after start: what it ran with
     finally:
         if os.environ.get("BENCH_KEEP_WORKDIR"):
             log.info("kept the run's logs and data in %s", workdir)

@@ -127,28 +127,36 @@ class Kernel:
         self._tasks.append(loop.create_task(self._watch_process(), name="kernel-exit"))
 
     async def _confirm_ready(self) -> None:
-        """Send kernel_info until its reply and its iopub status both arrive."""
-        while True:
-            if self.exit is not None:
-                raise KernelStartFailed(f"kernel exited with code {self.exit.returncode}")
-            msg_id = self.send("shell", "kernel_info_request", {})
-            queue = self.listen(msg_id)
-            got_reply = got_iopub = False
-            try:
-                async with asyncio.timeout(0.5):
-                    while not (got_reply and got_iopub):
-                        item = await queue.get()
-                        if isinstance(item, KernelExit):
-                            break
-                        channel, _ = item
-                        got_reply |= channel == "shell"
-                        got_iopub |= channel == "iopub"
-            except TimeoutError:
-                pass
-            finally:
-                self.unlisten(msg_id)
-            if got_reply and got_iopub:
-                return
+        """Send kernel_info until one request has both its reply and its iopub status.
+
+        Every attempt stays listened to: on a loaded machine a kernel may answer an earlier
+        request after a later one was sent, and that answer counts.
+        """
+        queue: asyncio.Queue[tuple[str, Message] | KernelExit] = asyncio.Queue()
+        seen: dict[str, set[str]] = {}
+        wait = 0.2
+        try:
+            while True:
+                if self.exit is not None:
+                    raise KernelStartFailed(f"kernel exited with code {self.exit.returncode}")
+                msg_id = self.send("shell", "kernel_info_request", {})
+                seen[msg_id] = set()
+                self._listeners[msg_id] = queue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        while True:
+                            item = await queue.get()
+                            if isinstance(item, KernelExit):
+                                break
+                            channel, msg = item
+                            parent = msg["parent_header"]["msg_id"]
+                            seen[parent].add(channel)
+                            if {"shell", "iopub"} <= seen[parent]:
+                                return
+                wait = min(wait * 2, 3.0)
+        finally:
+            for msg_id in seen:
+                self._listeners.pop(msg_id, None)
 
     async def _watch_process(self) -> None:
         assert self.process is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -94,6 +95,12 @@ def default_kernel_python() -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
+def mpl_config_dir(python: str) -> str:
+    """The matplotlib cache the Makefile prebuilds beside the kernel venv (no rebuild)."""
+    prebuilt = Path(python).parent.parent / "mplconfig"
+    return str(prebuilt) if prebuilt.is_dir() else tempfile.gettempdir() + "/kss-mplconfig"
+
+
 def startup_files() -> list[str]:
     return sorted(str(p) for p in STARTUP_DIR.glob("*.py") if not p.name.startswith("_"))
 
@@ -110,7 +117,8 @@ class LocalLauncher:
         home = slot.runtime_dir / "home"
         home.mkdir(exist_ok=True)
         argv = self.command.argv(str(slot.connection_file), startup_files())
-        env = self.command.env(home=str(home), mplconfig=str(slot.runtime_dir.parent / "mpl"))
+        env = self.command.env(home=str(home), mplconfig=mpl_config_dir(self.command.python))
+        env["JPY_PARENT_PID"] = str(os.getpid())  # ipykernel exits when the server is gone
         with open(slot.log_file, "ab") as log:  # noqa: ASYNC230 (tiny, local)
             return await asyncio.create_subprocess_exec(
                 *argv,

@@ -64,27 +64,45 @@ class KernelPool:
             while len(self._warm) < self.warm_size:
                 await asyncio.sleep(0.02)
 
-    async def take(self, work_dir: Path) -> Kernel:
-        """A running kernel working in `work_dir`: a warm spare if any, else a new one."""
+    async def take(self, work_dir: Path, attempts: int = 3) -> Kernel:
+        """A running kernel working in `work_dir`: a warm spare if any, else a new one.
+
+        A kernel that fails its claim (its set-up does not answer) is discarded and the next
+        one tried, so one bad kernel never fails a user's request.
+        """
+        for attempt in range(1, attempts + 1):
+            kernel = await self._next_kernel()
+            try:
+                path = await self.launcher.claim(kernel.slot, work_dir)
+                await kernel.run_silent(f"__import__('os').chdir({path!r})")
+                return kernel
+            except (TimeoutError, KernelStartFailed, OSError) as exc:
+                log.warning(
+                    "kernel %s failed its claim (attempt %d): %r; log: %s",
+                    kernel.id[:12],
+                    attempt,
+                    exc,
+                    kernel.log_tail(500),
+                )
+                await self.discard(kernel)
+                if attempt == attempts:
+                    raise KernelStartFailed(f"no kernel could be claimed: {exc!r}") from exc
+            except BaseException:
+                await self.discard(kernel)
+                raise
+        raise AssertionError("unreachable")
+
+    async def _next_kernel(self) -> Kernel:
         if self._closed:
             raise KernelStartFailed("server is shutting down")
-        kernel = None
         while self._warm:
             candidate = self._warm.popleft()
             if candidate.alive:
-                kernel = candidate
-                break
+                self._refill_wanted.set()
+                return candidate
             await self.discard(candidate)
         self._refill_wanted.set()
-        if kernel is None:
-            kernel = await self._start_one()
-        try:
-            path = await self.launcher.claim(kernel.slot, work_dir)
-            await kernel.run_silent(f"__import__('os').chdir({path!r})")
-        except BaseException:
-            await self.discard(kernel)
-            raise
-        return kernel
+        return await self._start_one()
 
     async def discard(self, kernel: Kernel) -> None:
         """Stop `kernel` and forget it."""

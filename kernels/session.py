@@ -161,6 +161,7 @@ class KernelSession:
         self._kernel_lock = asyncio.Lock()
         self._queue: asyncio.Queue[Execution] = asyncio.Queue()
         self._running: Execution | None = None
+        self._run_state: _Run | None = None
         self._worker = asyncio.get_running_loop().create_task(
             self._work(), name=f"session-{tenant}/{user}"
         )
@@ -228,10 +229,18 @@ class KernelSession:
         return self._publish({"type": "note", "markdown": markdown})
 
     def interrupt(self) -> bool:
-        """Interrupt the running execution; False when nothing runs."""
-        if self._running is None or self.kernel is None:
+        """Interrupt the running execution; False when nothing runs.
+
+        An interrupt that arrives before the kernel has begun the code is held until it
+        has (`execute_input`): sent earlier, it would hit an idle kernel and be lost.
+        """
+        run = self._run_state
+        if self._running is None or self.kernel is None or run is None:
             return False
-        self.kernel.interrupt()
+        if run.started:
+            self.kernel.interrupt()
+        else:
+            run.interrupt_pending = True
         return True
 
     async def restart(self) -> None:
@@ -319,6 +328,7 @@ class KernelSession:
                 cell = self._failed(execution, exc)
             finally:
                 self._running = None
+                self._run_state = None
             if not execution.done.done():
                 execution.done.set_result(cell)
             for hook in self.cell_hooks:
@@ -358,7 +368,8 @@ class KernelSession:
         started, t0 = time.time(), time.perf_counter()
         first_seq = self.events.last_seq + 1
         self._set_state(SessionState.BUSY, execution.id)
-        run = _Run(self, execution.id, collector)
+        run = _Run(self, execution.id, collector, kernel)
+        self._run_state = run
         before = await self.file_watch.snapshot() if self.file_watch else None
         msg_id = kernel.execute(execution.code)
         queue = kernel.listen(msg_id)
@@ -444,8 +455,13 @@ class KernelSession:
 class _Run:
     """Message pump of one execution: until its reply and idle status, or the kernel's end."""
 
-    def __init__(self, session: KernelSession, exec_id: str, collector: OutputCollector) -> None:
+    def __init__(
+        self, session: KernelSession, exec_id: str, collector: OutputCollector, kernel: Kernel
+    ) -> None:
         self.session = session
+        self.kernel = kernel
+        self.started = False
+        self.interrupt_pending = False
         self.exec_id = exec_id
         self.collector = collector
         self.reply_status: str | None = None
@@ -475,6 +491,9 @@ class _Run:
                 continue
             if msg_type == "execute_input":
                 self.execution_count = content.get("execution_count")
+                self.started = True
+                if self.interrupt_pending:
+                    self.kernel.interrupt()
                 continue
             event = event_from_message(msg_type, content)
             if event is not None:
@@ -490,4 +509,6 @@ def describe_exit(returncode: int | None, oom: bool = False) -> str:
         return "the kernel process ended"
     if returncode < 0:
         return f"the kernel process died from signal {-returncode}"
+    if 128 < returncode <= 128 + 64:  # a sandbox wrapper reports its child's signal so
+        return f"the kernel process died from signal {returncode - 128}"
     return f"the kernel process exited with code {returncode}"

@@ -123,9 +123,9 @@ class AreaWatch:
 @contextlib.asynccontextmanager
 async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
     """Everything the app needs, started in order and stopped in reverse."""
-    launcher = launcher_for(settings)
     policy = sandbox_policy(settings)
-    await cleanup_leftovers(settings.runtime_dir, policy)
+    await cleanup_leftovers(settings.runtime_dir, policy)  # a crashed run's kernels, mounts
+    launcher = launcher_for(settings)
     store: Store = SqliteStore(settings.data_dir / "kss.sqlite3")
     await store.open()
     transcript = Transcript(store)

@@ -162,7 +162,10 @@ class StatusHandler(ApiHandler):
 
 class SessionsHandler(ApiHandler):
     async def get(self) -> None:
-        records = {r.user: r.public() for r in await self.state.store.list_sessions(self.tenant)}
+        records = {
+            r.user: {**r.public(), "state": "closed"}  # live sessions overwrite this below
+            for r in await self.state.store.list_sessions(self.tenant)
+        }
         for session in self.state.registry.list(self.tenant):
             records[session.user] = session.info()
         self.write_json({"sessions": [records[u] for u in sorted(records)]})
@@ -182,7 +185,7 @@ class SessionHandler(ApiHandler):
         record = await self.state.store.get_session(self.tenant, user)
         if record is None:
             raise SessionNotFound(f"no session for user {user!r}")
-        self.write_json(record.public())
+        self.write_json({**record.public(), "state": "closed"})  # no kernel now
 
     async def delete(self, user: str) -> None:
         user = self.user_arg(user)

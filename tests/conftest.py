@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,9 +65,27 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
             await http.close_all_connections()
 
 
-@pytest_asyncio.fixture(scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningServer]:
-    async with running_server(make_settings(tmp_path_factory.mktemp("data"))) as srv:
+def sandbox_modes() -> list[str]:
+    """Both modes where this machine can sandbox; only `off` where it cannot (said loudly)."""
+    from kernels.sandbox import check_sandbox_available
+
+    reason = check_sandbox_available()
+    if reason is None:
+        return ["off", "on"]
+    if os.environ.get("KSS_TEST_ALLOW_NO_SANDBOX") == "1":
+        return ["off"]
+    raise RuntimeError(
+        f"the sandbox is unavailable here ({reason}); `make test` installs bubblewrap. "
+        "Set KSS_TEST_ALLOW_NO_SANDBOX=1 to run the suites without it."
+    )
+
+
+@pytest_asyncio.fixture(scope="module", params=sandbox_modes(), ids=lambda m: f"sandbox-{m}")
+async def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningServer]:
+    settings = make_settings(tmp_path_factory.mktemp("data"), sandbox=request.param)
+    async with running_server(settings) as srv:
         yield srv
 
 

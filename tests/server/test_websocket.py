@@ -10,15 +10,15 @@ from tornado.websocket import WebSocketClosedError
 from tests.conftest import KEY
 
 
-async def test_streaming_order_chunks_arrive_before_done(server, tmp_path):
+async def test_streaming_order_chunks_arrive_before_done(server):
     # The kernel waits for a flag that the test creates only after it has received the first
     # chunk: if stdout were delivered at the end, this would time out instead of passing.
-    flag = tmp_path / "go"
     code = (
         "import os, time\nprint('first', flush=True)\n"
-        f"while not os.path.exists({str(flag)!r}): time.sleep(0.01)\nprint('second')"
+        "while not os.path.exists('.go'): time.sleep(0.01)\nprint('second')"
     )
     ws = await server.api.ws("streamer")
+    flag = server.state.registry.work_dir_for("t1", "streamer") / ".go"
     await ws.send({"type": "execute", "id": "e1", "code": code, "timeout": 20})
     events = await ws.until(lambda e: e["type"] == "stream")
     assert events[-1]["text"] == "first\n" and events[-1]["id"] == "e1"

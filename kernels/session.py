@@ -14,19 +14,31 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .errors import KernelError, QueueFull, SessionClosed
 from .events import EventLog
+from .execution import (
+    Cell,
+    CellHook,
+    EventSink,
+    Execution,
+    FileWatch,
+    Run,
+    Started,
+    StartHook,
+    describe_exit,
+)
 from .kernel import Kernel, KernelExit
-from .outputs import OutputCollector, event_from_message
+from .outputs import OutputCollector
 
 if TYPE_CHECKING:
     from .pool import KernelPool
+
+__all__ = ["Cell", "EventSink", "Execution", "KernelSession", "Limits", "SessionState", "Started"]
 
 log = logging.getLogger(__name__)
 
@@ -51,81 +63,6 @@ class Limits:
     replay_events: int = 10_000
     replay_bytes: int = 32_000_000
     subscriber_bytes: int = 64_000_000
-
-
-@dataclass
-class Cell:
-    """One finished execution, as clients saw it."""
-
-    id: str
-    code: str
-    status: str
-    execution_count: int | None
-    started: float
-    duration_ms: float
-    kernel_restarted: bool
-    collector: OutputCollector
-    first_seq: int
-    last_seq: int = 0
-    cell_id: str = ""
-    kernel_id: str = ""
-    files: list[dict[str, Any]] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        """The whole-result answer of the REST execute call."""
-        c = self.collector
-        return {
-            "id": self.id,
-            "status": self.status,
-            "execution_count": self.execution_count,
-            "stdout": c.stdout.text,
-            "stderr": c.stderr.text,
-            "result": c.result,
-            "outputs": c.outputs,
-            "error": c.error,
-            "duration_ms": round(self.duration_ms, 3),
-            "kernel_restarted": self.kernel_restarted,
-            "truncated": c.truncated or c.stdout.truncated or c.stderr.truncated,
-            "files": self.files,
-        }
-
-
-@dataclass
-class Execution:
-    id: str
-    code: str
-    timeout: float
-    cell_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # client ids may repeat
-    done: asyncio.Future[Cell] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
-@dataclass(frozen=True)
-class Started:
-    """An execution that has just been sent to its kernel."""
-
-    cell_id: str
-    exec_id: str
-    code: str
-    kernel_id: str
-    first_seq: int
-    started: float
-
-
-class FileWatch(Protocol):
-    """Finds the files an execution created or changed in the session's work dir."""
-
-    async def snapshot(self) -> Any: ...
-
-    async def changes(self, before: Any) -> list[dict[str, Any]]:
-        """`file` event bodies: name, size, event (created/modified), url."""
-        ...
-
-
-CellHook = Callable[["KernelSession", Cell], Awaitable[None]]
-StartHook = Callable[["KernelSession", Started], None]
-EventSink = Callable[[int, str], None]
 
 
 class KernelSession:
@@ -161,7 +98,7 @@ class KernelSession:
         self._kernel_lock = asyncio.Lock()
         self._queue: asyncio.Queue[Execution] = asyncio.Queue()
         self._running: Execution | None = None
-        self._run_state: _Run | None = None
+        self._run_state: Run | None = None
         self._worker = asyncio.get_running_loop().create_task(
             self._work(), name=f"session-{tenant}/{user}"
         )
@@ -368,7 +305,7 @@ class KernelSession:
         started, t0 = time.time(), time.perf_counter()
         first_seq = self.events.last_seq + 1
         self._set_state(SessionState.BUSY, execution.id)
-        run = _Run(self, execution.id, collector, kernel)
+        run = Run(self, execution.id, collector, kernel)
         self._run_state = run
         before = await self.file_watch.snapshot() if self.file_watch else None
         msg_id = kernel.execute(execution.code)
@@ -450,65 +387,3 @@ class KernelSession:
             "kernel_restarted": cell.kernel_restarted,
             "truncated": cell.collector.truncated,
         }
-
-
-class _Run:
-    """Message pump of one execution: until its reply and idle status, or the kernel's end."""
-
-    def __init__(
-        self, session: KernelSession, exec_id: str, collector: OutputCollector, kernel: Kernel
-    ) -> None:
-        self.session = session
-        self.kernel = kernel
-        self.started = False
-        self.interrupt_pending = False
-        self.exec_id = exec_id
-        self.collector = collector
-        self.reply_status: str | None = None
-        self.idle = False
-        self.exit: KernelExit | None = None
-        self.execution_count: int | None = None
-
-    async def pump(self, queue: asyncio.Queue[Any]) -> str:
-        publish = self.session._publish
-        while not (self.reply_status and self.idle) and self.exit is None:
-            item = await queue.get()
-            if isinstance(item, KernelExit):
-                self.exit = item
-                break
-            channel, msg = item
-            msg_type = msg["msg_type"]
-            content = msg["content"]
-            if channel == "shell":
-                self.reply_status = content.get("status", "error")
-                if content.get("execution_count") is not None:
-                    self.execution_count = content["execution_count"]
-                continue
-            if channel != "iopub":
-                continue
-            if msg_type == "status":
-                self.idle = content.get("execution_state") == "idle"
-                continue
-            if msg_type == "execute_input":
-                self.execution_count = content.get("execution_count")
-                self.started = True
-                if self.interrupt_pending:
-                    self.kernel.interrupt()
-                continue
-            event = event_from_message(msg_type, content)
-            if event is not None:
-                for out in self.collector.accept(event):
-                    publish(out, self.exec_id)
-        return self.reply_status or "error"
-
-
-def describe_exit(returncode: int | None, oom: bool = False) -> str:
-    if oom:
-        return "the kernel was killed for using more memory than its limit"
-    if returncode is None:
-        return "the kernel process ended"
-    if returncode < 0:
-        return f"the kernel process died from signal {-returncode}"
-    if 128 < returncode <= 128 + 64:  # a sandbox wrapper reports its child's signal so
-        return f"the kernel process died from signal {returncode - 128}"
-    return f"the kernel process exited with code {returncode}"

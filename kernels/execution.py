@@ -1,0 +1,156 @@
+"""One execution: its request, its message pump, and the cell it leaves behind.
+
+`Run.pump` consumes the kernel messages of one execute request until its reply and idle
+status (or the kernel's end), turning them into events through `OutputCollector`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .kernel import Kernel, KernelExit
+from .outputs import OutputCollector, event_from_message
+
+if TYPE_CHECKING:
+    from .session import KernelSession
+
+
+@dataclass
+class Cell:
+    """One finished execution, as clients saw it."""
+
+    id: str
+    code: str
+    status: str
+    execution_count: int | None
+    started: float
+    duration_ms: float
+    kernel_restarted: bool
+    collector: OutputCollector
+    first_seq: int
+    last_seq: int = 0
+    cell_id: str = ""
+    kernel_id: str = ""
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The whole-result answer of the REST execute call."""
+        c = self.collector
+        return {
+            "id": self.id,
+            "status": self.status,
+            "execution_count": self.execution_count,
+            "stdout": c.stdout.text,
+            "stderr": c.stderr.text,
+            "result": c.result,
+            "outputs": c.outputs,
+            "error": c.error,
+            "duration_ms": round(self.duration_ms, 3),
+            "kernel_restarted": self.kernel_restarted,
+            "truncated": c.truncated or c.stdout.truncated or c.stderr.truncated,
+            "files": self.files,
+        }
+
+
+@dataclass
+class Execution:
+    id: str
+    code: str
+    timeout: float
+    cell_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # client ids may repeat
+    done: asyncio.Future[Cell] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(frozen=True)
+class Started:
+    """An execution that has just been sent to its kernel."""
+
+    cell_id: str
+    exec_id: str
+    code: str
+    kernel_id: str
+    first_seq: int
+    started: float
+
+
+class FileWatch(Protocol):
+    """Finds the files an execution created or changed in the session's work dir."""
+
+    async def snapshot(self) -> Any: ...
+
+    async def changes(self, before: Any) -> list[dict[str, Any]]:
+        """`file` event bodies: name, size, event (created/modified), url."""
+        ...
+
+
+CellHook = Callable[["KernelSession", Cell], Awaitable[None]]
+StartHook = Callable[["KernelSession", Started], None]
+EventSink = Callable[[int, str], None]
+
+
+class Run:
+    """Message pump of one execution: until its reply and idle status, or the kernel's end."""
+
+    def __init__(
+        self, session: KernelSession, exec_id: str, collector: OutputCollector, kernel: Kernel
+    ) -> None:
+        self.session = session
+        self.kernel = kernel
+        self.started = False
+        self.interrupt_pending = False
+        self.exec_id = exec_id
+        self.collector = collector
+        self.reply_status: str | None = None
+        self.idle = False
+        self.exit: KernelExit | None = None
+        self.execution_count: int | None = None
+
+    async def pump(self, queue: asyncio.Queue[Any]) -> str:
+        publish = self.session._publish
+        while not (self.reply_status and self.idle) and self.exit is None:
+            item = await queue.get()
+            if isinstance(item, KernelExit):
+                self.exit = item
+                break
+            channel, msg = item
+            msg_type = msg["msg_type"]
+            content = msg["content"]
+            if channel == "shell":
+                self.reply_status = content.get("status", "error")
+                if content.get("execution_count") is not None:
+                    self.execution_count = content["execution_count"]
+                continue
+            if channel != "iopub":
+                continue
+            if msg_type == "status":
+                self.idle = content.get("execution_state") == "idle"
+                continue
+            if msg_type == "execute_input":
+                self.execution_count = content.get("execution_count")
+                self.started = True
+                if self.interrupt_pending:
+                    self.kernel.interrupt()
+                continue
+            event = event_from_message(msg_type, content)
+            if event is not None:
+                for out in self.collector.accept(event):
+                    publish(out, self.exec_id)
+        return self.reply_status or "error"
+
+
+def describe_exit(returncode: int | None, oom: bool = False) -> str:
+    if oom:
+        return "the kernel was killed for using more memory than its limit"
+    if returncode is None:
+        return "the kernel process ended"
+    if returncode < 0:
+        return f"the kernel process died from signal {-returncode}"
+    if 128 < returncode <= 128 + 64:  # a sandbox wrapper reports its child's signal so
+        return f"the kernel process died from signal {returncode - 128}"
+    return f"the kernel process exited with code {returncode}"

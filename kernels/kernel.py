@@ -91,6 +91,7 @@ class Kernel:
             kernel._connect(info)
             async with asyncio.timeout(timeout):
                 await kernel._confirm_ready()
+            kernel._seal_runtime_dir()
         except BaseException as exc:
             await kernel.stop(grace=0)
             if isinstance(exc, TimeoutError | OSError | KernelStartFailed):
@@ -157,6 +158,17 @@ class Kernel:
         finally:
             for msg_id in seen:
                 self._listeners.pop(msg_id, None)
+
+    def _seal_runtime_dir(self) -> None:
+        """Once its sockets are bound, a sandboxed kernel may no longer change its runtime dir.
+
+        Otherwise it could swap a socket for a symlink and have ZMQ reconnect us to another
+        socket on the host. As root we take the directory back; the kernel keeps its sockets.
+        """
+        path = self.slot.runtime_dir
+        if os.geteuid() == 0 and path.stat().st_uid != 0:
+            os.chown(path, 0, 0)
+            os.chmod(path, 0o711)
 
     async def _watch_process(self) -> None:
         assert self.process is not None

@@ -8,7 +8,7 @@ KVENV         := .kernel-venv
 PY            := $(VENV)/bin/python
 ARGS          ?=
 
-.PHONY: run test lint format bench clean deps system-deps
+.PHONY: run test lint format bench notebooks clean deps system-deps
 
 run: deps
 	$(PY) -m server $(ARGS)
@@ -17,12 +17,12 @@ test: deps lint
 	$(PY) -m pytest $(ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check server kernels tests
-	$(VENV)/bin/ruff format --check server kernels tests
+	$(VENV)/bin/ruff check server kernels tests bench notebooks
+	$(VENV)/bin/ruff format --check server kernels tests bench notebooks
 
 format: $(VENV)/.installed
-	$(VENV)/bin/ruff format server kernels tests
-	$(VENV)/bin/ruff check --fix server kernels tests
+	$(VENV)/bin/ruff format server kernels tests bench notebooks
+	$(VENV)/bin/ruff check --fix server kernels tests bench notebooks
 
 # Ours vs Jupyter Kernel Gateway vs a bare ZMQ kernel (bench/README.md). The driver and
 # Kernel Gateway live in their own .bench-venv; BENCH_QUICK=1 for a short smoke run.
@@ -34,6 +34,10 @@ bench: deps
 	  touch .bench-venv/.installed; \
 	fi
 	.bench-venv/bin/python -m bench $(ARGS)
+
+# Example notebooks exported by the server from a scripted analysis session.
+notebooks: deps
+	$(PY) notebooks/generate.py
 
 clean:
 	rm -rf $(VENV) $(KVENV) .data .pytest_cache .ruff_cache *.egg-info

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-ALL_SYSTEMS = ("ours", "ours-pool0", "ours-rest", "gateway", "floor")
+ALL_SYSTEMS = (
+    "ours",
+    "ours-pool0",
+    "ours-rest",
+    "gateway",
+    "floor",
+    "ours-sandbox",
+    "ours-sandbox-pool0",
+)
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -43,12 +51,17 @@ class BenchConfig:
     s4_warmup: int
     s5_users: int
     s5_execs: int
+    s6_cells: int
+    s6_images: int
+    s6_n: int
+    s6_store_events: int
     exec_timeout_s: float
     scenario_budget_s: float
     total_budget_s: float
     startup_timeout_s: float
     pool_size: int | None
     server_python: str
+    server_dir: str
     kernel_python: str
     out: str
 
@@ -73,12 +86,19 @@ class BenchConfig:
             s4_warmup=_int(env, "BENCH_S4_WARMUP", 2),
             s5_users=_int(env, "BENCH_S5_USERS", 5 if quick else 20),
             s5_execs=_int(env, "BENCH_S5_EXECS", 5 if quick else 20),
+            s6_cells=_int(env, "BENCH_S6_CELLS", 100 if quick else 1000),
+            s6_images=_int(env, "BENCH_S6_IMAGES", 10 if quick else 100),
+            s6_n=_int(env, "BENCH_S6_N", 3 if quick else 10),
+            s6_store_events=_int(env, "BENCH_S6_STORE_EVENTS", 20_000 if quick else 100_000),
             exec_timeout_s=_float(env, "BENCH_EXEC_TIMEOUT", 120.0),
             scenario_budget_s=_float(env, "BENCH_SCENARIO_BUDGET", 60.0 if quick else 180.0),
             total_budget_s=_float(env, "BENCH_TOTAL_BUDGET", 840.0),
             startup_timeout_s=_float(env, "BENCH_STARTUP_TIMEOUT", 90.0),
             pool_size=int(pool) if pool else None,
             server_python=env.get("BENCH_SERVER_PYTHON", str(REPO / ".venv" / "bin" / "python")),
+            # Where `python -m server` runs from: a checkout other than this one, e.g. a
+            # snapshot of a commit while the work tree is mid-edit.
+            server_dir=env.get("BENCH_SERVER_DIR", str(REPO)),
             kernel_python=env.get(
                 "BENCH_KERNEL_PYTHON", str(REPO / ".kernel-venv" / "bin" / "python")
             ),

@@ -141,7 +141,8 @@ class ManagedProcess:
             log.warning("%s ignored SIGTERM for %.0f s; killing it", self.name, deadline_s)
             self.proc.kill()
             self.proc.wait(timeout=deadline_s)
-        still = [proc for proc in leftovers if proc.is_running()]
+        # Sandboxed kernels' inner processes die a moment after their bwrap parent.
+        _, still = psutil.wait_procs([p for p in leftovers if p.is_running()], timeout=2.0)
         if still:
             log.warning("%s left %d kernels running; stopping them", self.name, len(still))
             kill_procs(still)

@@ -57,7 +57,8 @@ def table(metrics: list[Metric], settings: dict[str, dict[str, Any]]) -> str:
     for m in metrics:
         name = f"{m.scenario} {m.title}"
         if not m.available:
-            rows.append((name, "all", "n/a", "", "", "", "", "", "", m.note))
+            who = "all" if m.label == "-" else m.label
+            rows.append((name, who, "n/a", "", "", "", "", "", "", m.note))
             continue
         unit = m.unit if m.unit == "-" else f"{m.unit} ({m.better} better)"
         note = m.note + (f" errors={m.errors}" if m.errors else "")

@@ -14,7 +14,9 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient
 
-import bench.concurrency  # noqa: F401  (registers S5)
+import bench.concurrency  # registers S5
+import bench.export  # registers S6
+import bench.sandbox_cost  # registers S7
 from bench.clients.base import System
 from bench.clients.floor import FloorSystem
 from bench.clients.gateway import GatewaySystem
@@ -25,10 +27,16 @@ from bench.stats import Metric, failed, unavailable
 
 log = logging.getLogger(__name__)
 
-# Variants of ours that only answer the question they exist for.
+# Variants of ours that only answer the question they exist for; S6 and S7 are ours alone.
 ONLY: dict[str, frozenset[str]] = {
-    "ours-pool0": frozenset({"S1"}),
+    "ours-pool0": frozenset({"S1", "S7"}),
     "ours-rest": frozenset({"S1", "S2"}),
+    "ours-sandbox": frozenset({"S7"}),
+    "ours-sandbox-pool0": frozenset({"S7"}),
+}
+NOT: dict[str, frozenset[str]] = {
+    "gateway": frozenset({"S6", "S7"}),
+    "floor": frozenset({"S6", "S7"}),
 }
 SETTLE_S = 3.0  # after a start: the warm pool fills, start-up CPU dies down
 
@@ -40,6 +48,10 @@ def make_system(name: str, cfg: BenchConfig, workdir: Path) -> System:
         return OursSystem(cfg, workdir, "ours-pool0", "ours (pool 0)", 0)
     if name == "ours-rest":
         return OursSystem(cfg, workdir, "ours-rest", "ours REST", cfg.pool_size, "rest")
+    if name == "ours-sandbox":
+        return OursSystem(cfg, workdir, name, "ours sandboxed", cfg.pool_size, sandbox=True)
+    if name == "ours-sandbox-pool0":
+        return OursSystem(cfg, workdir, name, "ours sandboxed (pool 0)", 0, sandbox=True)
     if name == "gateway":
         return GatewaySystem(cfg, workdir)
     if name == "floor":
@@ -105,7 +117,8 @@ async def run(cfg: BenchConfig) -> RunResult:
         for name in cfg.systems:
             system = make_system(name, cfg, workdir)
             only = ONLY.get(name)
-            mine = [sc for sc in runnable if only is None or sc.id in only]
+            skip = NOT.get(name, frozenset())
+            mine = [sc for sc in runnable if (only is None or sc.id in only) and sc.id not in skip]
             if mine:
                 result.metrics += await run_system(system, mine, cfg, end)
             result.settings[system.label] = system.settings()  # after start: what it ran with
@@ -115,6 +128,7 @@ async def run(cfg: BenchConfig) -> RunResult:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     result.metrics += [unavailable(sc.id, sc.title, sc.reason) for sc in scenarios if not sc.run]
+    bench.sandbox_cost.annotate(result.metrics)
     order = {sid: i for i, sid in enumerate(sorted(SCENARIOS))}
     titles: dict[str, int] = {}
     for metric in result.metrics:

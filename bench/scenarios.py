@@ -193,7 +193,3 @@ async def image(system: System, cfg: BenchConfig, deadline: float) -> list[Metri
     finally:
         await close_quietly(session)
     return [metric]
-
-
-not_built("S6", "export (1,000 cells, 100 images)")
-not_built("S7", "sandbox cost")

@@ -16,7 +16,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from bench.clients.base import ExecResult, Session, Stopwatch, set_nodelay, text_plain
-from bench.config import REPO, BenchConfig
+from bench.config import BenchConfig
 from bench.procs import ManagedProcess, free_port, kernel_procs, rss_bytes
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ class OursSystem:
         label: str,
         pool_size: int | None,
         transport: str = "ws",
+        sandbox: bool = False,
     ) -> None:
         self.cfg = cfg
         self.name = name
@@ -142,6 +143,7 @@ class OursSystem:
         self.workdir = workdir / name
         self.pool_size = pool_size
         self.transport = transport
+        self.sandbox = sandbox
         self.secret = secrets.token_hex(16)
         self.port = 0
         self.proc: ManagedProcess | None = None
@@ -156,7 +158,7 @@ class OursSystem:
         return {
             "transport": self.transport,
             "pool_size": pool,
-            "sandbox": "off (--no-sandbox)",
+            "sandbox": "on (bubblewrap)" if self.sandbox else "off (--no-sandbox)",
             "output_cap_bytes": OUTPUT_CAP,
             "extra_args": self.extra_args,
         }
@@ -176,14 +178,17 @@ class OursSystem:
             str(self.workdir / "data"),
             "--api-key",
             f"bench={self.secret}",
-            "--no-sandbox",
         ]
+        if not self.sandbox:
+            argv.append("--no-sandbox")
         if self.pool_size is not None:
             argv += ["--pool-size", str(self.pool_size)]
         # S3 sends 20 MB; the default 10 MB per-execution cap would cut it off halfway.
         argv += ["--output-cap-bytes", str(OUTPUT_CAP)]
+        argv += ["--kernel-python", self.cfg.kernel_python]
         argv += self.extra_args
-        self.proc = ManagedProcess(self.name, argv, self.workdir / "server.log", cwd=REPO)
+        server_dir = Path(self.cfg.server_dir)
+        self.proc = ManagedProcess(self.name, argv, self.workdir / "server.log", cwd=server_dir)
         self.proc.start()
         await self.proc.wait_http(f"{self.base}/api/health", self.cfg.startup_timeout_s)
         try:  # the pool size the server actually runs with, for the table's notes
@@ -213,6 +218,21 @@ class OursSystem:
             )
         )
         return json.loads(resp.body) if resp.body else None
+
+    async def notebook(self, user: str, timeout_s: float) -> bytes:
+        """`GET .../notebook`: the raw .ipynb body."""
+        resp = await AsyncHTTPClient().fetch(
+            HTTPRequest(
+                f"{self.base}/api/sessions/{user}/notebook",
+                headers=self._headers(),
+                request_timeout=timeout_s,
+            )
+        )
+        return bytes(resp.body)
+
+    @property
+    def server_pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
 
     async def delete_session(self, user: str) -> None:
         await self.request("DELETE", f"/api/sessions/{user}")

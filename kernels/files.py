@@ -155,7 +155,14 @@ class FileArea:
     def open_for_download(self, name: str) -> Download:
         """Open `name` without following any symlink; an expired file is FileExpired."""
         validate_name(name)
-        fd, st = open_file(self.root, name)
+        try:
+            fd, st = open_file(self.root, name)
+        except FileNotFound:
+            if self.records.expired_at(name) is not None:  # the janitor removed it
+                raise FileExpired(
+                    f"{name!r} has expired (files are kept {self._ttl_text()})"
+                ) from None
+            raise
         if self.clock() >= st.st_mtime + self.ttl_seconds:
             os.close(fd)
             raise FileExpired(f"{name!r} has expired (files are kept {self._ttl_text()})")
@@ -220,7 +227,8 @@ class FileArea:
 
     def expire(self, now: float | None = None) -> list[str]:
         """Delete everything not changed for the TTL (files, symlinks, stale upload temps,
-        then empty directories) and its records; return the removed names."""
+        then empty directories) and its records; return the removed names, which
+        downloads then report as expired for another TTL."""
         now = self.clock() if now is None else now
         cutoff = now - self.ttl_seconds
         removed: list[str] = []
@@ -243,7 +251,7 @@ class FileArea:
                     continue
                 if not entry.startswith(TEMP_PREFIX):
                     removed.append(name)
-        self.records.drop(removed)
+        self.records.mark_expired(removed, now, forget_before=cutoff)
         if removed:
             log.info("expired %d files in %s", len(removed), self.root)
         return sorted(removed)

@@ -18,6 +18,8 @@ from .outputs import OutputCollector, event_from_message
 if TYPE_CHECKING:
     from .session import KernelSession
 
+DROPPED_REPLY_GRACE = 1.0  # seconds from a request's idle status to its missing reply
+
 
 @dataclass
 class Cell:
@@ -104,6 +106,7 @@ class Run:
         self.kernel = kernel
         self.started = False
         self.interrupt_pending = False
+        self._repeat: asyncio.Task[None] | None = None
         self.exec_id = exec_id
         self.collector = collector
         self.reply_status: str | None = None
@@ -111,10 +114,66 @@ class Run:
         self.exit: KernelExit | None = None
         self.execution_count: int | None = None
 
+    def _dropped(self, publish: Callable[[dict[str, Any], str], int]) -> None:
+        self.reply_status = "error"
+        if self.interrupt_pending:
+            event = {
+                "type": "error",
+                "ename": "KeyboardInterrupt",
+                "evalue": "interrupted before the code started",
+                "traceback": [],
+            }
+        else:
+            event = {
+                "type": "error",
+                "ename": "KernelError",
+                "evalue": "the kernel dropped the request without running it",
+                "traceback": [],
+            }
+        for out in self.collector.accept(event):
+            publish(out, self.exec_id)
+
+    def request_interrupt(self) -> None:
+        """Interrupt this execution once the kernel has begun it (see `_send_interrupt`)."""
+        self.interrupt_pending = True
+        if self.started:
+            self._send_interrupt()
+
+    def _send_interrupt(self) -> None:
+        # A SIGINT that lands between execute_input and the user's code is swallowed by
+        # ipykernel's own machinery, so, as a person would, interrupt again if it goes on.
+        self.kernel.interrupt()
+        if self._repeat is None:
+            self._repeat = asyncio.get_running_loop().create_task(
+                self._repeat_interrupt(), name="interrupt-repeat"
+            )
+
+    async def _repeat_interrupt(self) -> None:
+        for delay in (1.0, 2.0):
+            await asyncio.sleep(delay)
+            if self.reply_status is not None or self.exit is not None:
+                return
+            self.kernel.interrupt()
+
+    def finish(self) -> None:
+        """Stop anything still pending for this execution."""
+        if self._repeat is not None:
+            self._repeat.cancel()
+
     async def pump(self, queue: asyncio.Queue[Any]) -> str:
         publish = self.session._publish
         while not (self.reply_status and self.idle) and self.exit is None:
-            item = await queue.get()
+            if self.idle and self.reply_status is None:
+                # The reply comes with the idle status. None within the grace means ipykernel
+                # dropped the request: an interrupt that lands before the user's code starts
+                # aborts its handler, which then sends no reply and runs nothing.
+                try:
+                    item = await asyncio.wait_for(queue.get(), DROPPED_REPLY_GRACE)
+                except TimeoutError:
+                    self._dropped(publish)
+                    break
+            else:
+                item = await queue.get()
             if isinstance(item, KernelExit):
                 self.exit = item
                 break
@@ -135,7 +194,7 @@ class Run:
                 self.execution_count = content.get("execution_count")
                 self.started = True
                 if self.interrupt_pending:
-                    self.kernel.interrupt()
+                    self._send_interrupt()
                 continue
             event = event_from_message(msg_type, content)
             if event is not None:

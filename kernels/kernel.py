@@ -261,6 +261,12 @@ class Kernel:
             },
         )
 
+    def kill(self) -> None:
+        """End the process at once, as a death (listeners see an unexpected exit)."""
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
     def interrupt(self) -> None:
         """Message-mode interrupt: a signal to a sandbox wrapper would kill the kernel."""
         if self.alive:

@@ -15,7 +15,7 @@ from collections import deque
 from pathlib import Path
 
 from .errors import KernelStartFailed
-from .kernel import Kernel
+from .kernel import Kernel, KernelExit
 from .launcher import Launcher
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ class KernelPool:
         runtime_root: Path,
         warm_size: int = 2,
         start_timeout: float = 60,
+        refill_delay: float = 0.5,
     ) -> None:
         self.launcher = launcher
         self.runtime_root = runtime_root
@@ -40,6 +41,9 @@ class KernelPool:
         self._refill_task: asyncio.Task[None] | None = None
         self._refill_wanted = asyncio.Event()
         self._closed = False
+        # A spare's start takes ~0.5 s of CPU; while spares remain, let a new user's first
+        # executions have the cores before booting its replacement.
+        self.refill_delay = refill_delay
 
     async def start(self) -> None:
         """Clear leftovers of an earlier run and begin filling the warm pool."""
@@ -67,30 +71,56 @@ class KernelPool:
     async def take(self, work_dir: Path, attempts: int = 3) -> Kernel:
         """A running kernel working in `work_dir`: a warm spare if any, else a new one.
 
-        A kernel that fails its claim (its set-up does not answer) is discarded and the next
-        one tried, so one bad kernel never fails a user's request.
+        The kernel's `chdir` into the work dir is sent, not awaited: the kernel handles
+        shell requests in order, so it runs before anything the user sends next, and the
+        user's first result does not wait a round trip for it. Its reply is checked in the
+        background; a kernel that fails it is killed, which the session reports as a death.
         """
         for attempt in range(1, attempts + 1):
             kernel = await self._next_kernel()
             try:
                 path = await self.launcher.claim(kernel.slot, work_dir)
-                await kernel.run_silent(f"__import__('os').chdir({path!r})")
-                return kernel
             except (TimeoutError, KernelStartFailed, OSError) as exc:
                 log.warning(
-                    "kernel %s failed its claim (attempt %d): %r; log: %s",
-                    kernel.id[:12],
-                    attempt,
-                    exc,
-                    kernel.log_tail(500),
+                    "kernel %s failed its claim (attempt %d): %r", kernel.id[:12], attempt, exc
                 )
                 await self.discard(kernel)
                 if attempt == attempts:
                     raise KernelStartFailed(f"no kernel could be claimed: {exc!r}") from exc
+                continue
             except BaseException:
                 await self.discard(kernel)
                 raise
+            msg_id = kernel.execute(f"__import__('os').chdir({path!r})", silent=True)
+            queue = kernel.listen(msg_id)
+            asyncio.get_running_loop().create_task(
+                self._check_claim(kernel, msg_id, queue), name="claim-check"
+            )
+            return kernel
         raise AssertionError("unreachable")
+
+    async def _check_claim(self, kernel: Kernel, msg_id: str, queue: asyncio.Queue) -> None:
+        reply = None
+        try:
+            async with asyncio.timeout(self.start_timeout):
+                while reply is None:
+                    item = await queue.get()
+                    if isinstance(item, KernelExit):
+                        return
+                    if item[0] == "shell":
+                        reply = item[1]["content"]
+        except TimeoutError:
+            pass
+        finally:
+            kernel.unlisten(msg_id)
+        if reply is not None and reply.get("status") == "ok":
+            return
+        log.error(
+            "kernel %s could not enter its work dir (%s); killing it",
+            kernel.id[:12],
+            reply and reply.get("evalue"),
+        )
+        kernel.kill()
 
     async def _next_kernel(self) -> Kernel:
         if self._closed:
@@ -138,6 +168,8 @@ class KernelPool:
         while True:
             await self._refill_wanted.wait()
             self._refill_wanted.clear()
+            if self._warm and self.refill_delay:
+                await asyncio.sleep(self.refill_delay)
             while len(self._warm) < self.warm_size and not self._closed:
                 try:
                     kernel = await self._start_one()

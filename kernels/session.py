@@ -174,10 +174,7 @@ class KernelSession:
         run = self._run_state
         if self._running is None or self.kernel is None or run is None:
             return False
-        if run.started:
-            self.kernel.interrupt()
-        else:
-            run.interrupt_pending = True
+        run.request_interrupt()
         return True
 
     async def restart(self) -> None:
@@ -333,6 +330,7 @@ class KernelSession:
                     await self.pool.discard(kernel)
         finally:
             kernel.unlisten(msg_id)
+            run.finish()
         files = await self._announce_files(before, execution.id)
         if run.exit is not None and not run.exit.expected:
             status = "error"

@@ -1,0 +1,95 @@
+"""The execution pump, driven by recorded kernel messages (no kernel needed)."""
+
+import asyncio
+
+from kernels.execution import Run
+from kernels.outputs import OutputCollector
+
+
+class Recorder:
+    """Stands in for the session's publish and the kernel's interrupt; records both."""
+
+    def __init__(self):
+        self.events = []
+        self.interrupts = 0
+
+    def _publish(self, event, exec_id):
+        self.events.append({**event, "id": exec_id})
+        return len(self.events)
+
+    def interrupt(self):
+        self.interrupts += 1
+
+
+def msg(channel, msg_type, **content):
+    return channel, {"msg_type": msg_type, "content": content}
+
+
+def run_with(messages, interrupt=False):
+    rec = Recorder()
+    run = Run(rec, "e1", OutputCollector(10_000, 10_000), rec)  # type: ignore[arg-type]
+    if interrupt:
+        run.request_interrupt()
+    queue = asyncio.Queue()
+    for m in messages:
+        queue.put_nowait(m)
+    return rec, run, queue
+
+
+async def test_a_normal_execution_ends_on_reply_and_idle():
+    rec, run, queue = run_with(
+        [
+            msg("iopub", "status", execution_state="busy"),
+            msg("iopub", "execute_input", execution_count=4, code="1"),
+            msg(
+                "iopub", "execute_result", execution_count=4, data={"text/plain": "1"}, metadata={}
+            ),
+            msg("shell", "execute_reply", status="ok", execution_count=4),
+            msg("iopub", "status", execution_state="idle"),
+        ]
+    )
+    assert await run.pump(queue) == "ok"
+    assert run.execution_count == 4 and [e["type"] for e in rec.events] == ["result"]
+
+
+async def test_an_interrupt_waits_for_execute_input():
+    rec, run, queue = run_with(
+        [msg("iopub", "execute_input", execution_count=1, code="x")], interrupt=True
+    )
+    assert rec.interrupts == 0  # not begun: holding it
+    pump = asyncio.ensure_future(run.pump(queue))
+    await asyncio.sleep(0.05)
+    assert rec.interrupts == 1
+    pump.cancel()
+    run.finish()
+
+
+async def test_a_request_the_kernel_dropped_ends_as_interrupted():
+    # ipykernel: a SIGINT before the user's code starts aborts the handler, which sends
+    # idle and no reply. The execution must end, not wait for its timeout.
+    rec, run, queue = run_with(
+        [
+            msg("iopub", "status", execution_state="busy"),
+            msg("iopub", "execute_input", execution_count=2, code="x"),
+            msg("iopub", "status", execution_state="idle"),
+        ],
+        interrupt=True,
+    )
+    status = await asyncio.wait_for(run.pump(queue), 5)
+    run.finish()
+    assert status == "error"
+    assert rec.events[-1]["ename"] == "KeyboardInterrupt"
+    assert "before the code started" in rec.events[-1]["evalue"]
+
+
+async def test_a_reply_arriving_after_idle_is_still_taken():
+    _, run, queue = run_with(
+        [
+            msg("iopub", "status", execution_state="busy"),
+            msg("iopub", "status", execution_state="idle"),
+        ]
+    )
+    asyncio.get_running_loop().call_later(
+        0.2, queue.put_nowait, msg("shell", "execute_reply", status="ok", execution_count=1)
+    )
+    assert await run.pump(queue) == "ok"

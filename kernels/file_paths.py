@@ -3,7 +3,8 @@
 Untrusted code can create symlinks and swap directories at any moment, so nothing here
 resolves a user-controlled path as a whole: names are checked lexically (`validate_name`),
 then walked one component at a time with directory fds and `O_NOFOLLOW`, and trees are
-scanned with `os.fwalk`, which never follows symlinks.
+walked by `walk`, which never follows symlinks and, unlike `os.fwalk`, neither recurses nor
+holds more than a bounded number of fds however deep the kernel nests directories.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import os
 import stat
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 MAX_NAME_BYTES = 255
 TEMP_PREFIX = ".kss-upload-"
-# Bounds on walking a directory the user's code controls.
-MAX_DEPTH = 16
+# Bounds on walking a directory the user's code controls. A valid name has at most 128
+# components, so every file a name can reach lies within MAX_DEPTH directories.
+MAX_DEPTH = MAX_NAME_BYTES // 2
 MAX_ENTRIES = 20_000
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -165,25 +168,101 @@ def give_to_owner(root: Path, fd: int) -> None:
         os.fchown(fd, owner.st_uid, owner.st_gid)
 
 
-def scan(root: Path, *, visible_only: bool) -> Iterator[tuple[str, os.stat_result]]:
+@dataclass
+class _Dir:
+    rel: str
+    fd: int
+    dirnames: list[str] = field(default_factory=list)
+    filenames: list[str] = field(default_factory=list)
+    next: int = 0
+
+
+def _open_dir(rel: str, fd: int) -> _Dir:
+    found = _Dir(rel, fd)
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            (found.dirnames if is_dir else found.filenames).append(entry.name)
+    return found
+
+
+def walk(
+    root: Path, *, topdown: bool = True, max_depth: int = MAX_DEPTH
+) -> Iterator[tuple[str, list[str], list[str], int]]:
+    """Like `os.fwalk(root)`: (relative dir, dirnames, filenames, dir fd), never following
+    symlinks. Iterative and at most `max_depth` levels down, so a tree nested thousands deep
+    costs no recursion and at most `max_depth + 1` open fds. The fd is valid until the next
+    step; top-down, pruning `dirnames` in place skips those directories."""
+    try:
+        fd = os.open(root, _DIR_FLAGS)
+    except OSError:
+        return
+    try:
+        stack = [_open_dir(".", fd)]
+    except OSError:
+        os.close(fd)
+        return
+    try:
+        if topdown:
+            yield ".", stack[0].dirnames, stack[0].filenames, fd
+        while stack:
+            top = stack[-1]
+            if top.next < len(top.dirnames) and len(stack) <= max_depth:
+                name = top.dirnames[top.next]
+                top.next += 1
+                try:
+                    sub = os.open(name, _DIR_FLAGS, dir_fd=top.fd)
+                except OSError:
+                    continue
+                try:
+                    child = _open_dir(name if top.rel == "." else f"{top.rel}/{name}", sub)
+                except OSError:
+                    os.close(sub)
+                    continue
+                stack.append(child)
+                if topdown:
+                    yield child.rel, child.dirnames, child.filenames, child.fd
+                continue
+            if top.next < len(top.dirnames):
+                log.debug(
+                    "%s: %s... nests over %d levels deep; not walked", root, top.rel[:80], max_depth
+                )
+            stack.pop()
+            try:
+                if not topdown:
+                    yield top.rel, top.dirnames, top.filenames, top.fd
+            finally:
+                os.close(top.fd)
+    finally:
+        for left in stack:
+            os.close(left.fd)
+
+
+def scan(
+    root: Path, *, visible_only: bool, strict: bool = False
+) -> Iterator[tuple[str, os.stat_result]]:
     """(relative name, lstat) of the regular files under root, never following symlinks.
 
     Upload temp files are always skipped; `visible_only` also skips hidden files and
-    directories (.ipynb_checkpoints, ...) and names `validate_name` would refuse.
+    directories (.ipynb_checkpoints, ...) and names `validate_name` would refuse. Past
+    MAX_ENTRIES entries the scan stops: with a warning, or with `strict` (quota checks,
+    which must not under-count) by raising QuotaExceeded.
     """
     if not root.is_dir():
         return
     seen = 0
-    for dirpath, dirnames, filenames, dirfd in os.fwalk(root):
-        rel = os.path.relpath(dirpath, root)
-        depth = 0 if rel == "." else rel.count("/") + 1
-        if depth >= MAX_DEPTH:
-            dirnames[:] = []
-        elif visible_only:
+    for rel, dirnames, filenames, dirfd in walk(root):
+        if visible_only:
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        seen += len(dirnames)
         for entry in filenames:
             seen += 1
             if seen > MAX_ENTRIES:
+                if strict:
+                    raise QuotaExceeded(
+                        f"the file area holds more than {MAX_ENTRIES} files and directories; "
+                        "delete some first"
+                    )
                 log.warning("%s holds more than %d files; scan cut short", root, MAX_ENTRIES)
                 return
             if entry.startswith(TEMP_PREFIX) or (visible_only and entry.startswith(".")):

@@ -37,6 +37,7 @@ from kernels.file_paths import (
     scan,
     stamp_of,
     validate_name,
+    walk,
 )
 from kernels.file_records import Records
 from kernels.file_transfer import Download, Ledger, Upload
@@ -222,7 +223,7 @@ class FileArea:
 
     def usage(self, exclude: str | None = None) -> int:
         """Bytes in regular files, hidden ones included, upload temp files not."""
-        files = scan(self.root, visible_only=False)
+        files = scan(self.root, visible_only=False, strict=True)
         return sum(st.st_size for name, st in files if name != exclude)
 
     def expire(self, now: float | None = None) -> list[str]:
@@ -235,8 +236,7 @@ class FileArea:
         if not self.root.is_dir():
             return removed
         live_temps = self.ledger.temps()
-        for dirpath, dirnames, filenames, dirfd in os.fwalk(self.root, topdown=False):
-            rel = os.path.relpath(dirpath, self.root)
+        for rel, dirnames, filenames, dirfd in walk(self.root, topdown=False):
             for entry in [*filenames, *dirnames]:
                 name = entry if rel == "." else f"{rel}/{entry}"
                 try:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from kernels import mounts, seccomp
 from kernels.cgroups import CgroupTree, KernelCgroup
+from kernels.file_paths import walk
 from kernels.launcher import (
     STARTUP_DIR,
     KernelCommand,
@@ -360,7 +361,7 @@ def _own_tree(root: Path, uid: int) -> None:
     root.mkdir(parents=True, exist_ok=True)
     os.chown(root, uid, uid, follow_symlinks=False)
     os.chmod(root, 0o700)
-    for _dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
+    for _rel, dirnames, filenames, dirfd in walk(root):  # no recursion, however deep
         for name in dirnames + filenames:
             with contextlib.suppress(FileNotFoundError):
                 os.chown(name, uid, uid, dir_fd=dirfd, follow_symlinks=False)

@@ -273,6 +273,26 @@ async def test_quota_counts_what_the_kernel_wrote(server) -> None:
     assert host_entries(server, user) == ["gen.bin"]
 
 
+async def test_a_tree_nested_thousands_deep_breaks_nothing(server) -> None:
+    user = "fe-deep"
+    code = (
+        "import os\ntop = os.getcwd()\nfor _ in range(3000):\n    os.mkdir('d')\n"
+        "    os.chdir('d')\nopen('leaf.txt', 'w').write('x')\nos.chdir(top)"
+    )
+    r = await server.api.execute(user, code)
+    assert r["status"] == "ok", r["error"]
+    restart = await server.api.call("POST", f"/api/sessions/{user}/restart")
+    assert restart.status == 200, restart.body  # the new kernel's uid is given the tree
+    assert (await server.api.execute(user, "'ok'"))["result"] == {"text/plain": "'ok'"}
+    deep = "/".join(["x"] * 40)  # below the depth listings used to stop at
+    put = await server.api.call("PUT", files_url(user, f"{deep}/a.bin"), raw=b"a" * FILE_MAX)
+    assert put.status == 201 and deep + "/a.bin" in await names(server, user)
+    put = await server.api.call("PUT", files_url(user, f"{deep}/b.bin"), raw=b"b" * FILE_MAX)
+    assert error_of(put) == (413, "quota_exceeded")
+    removed = await Janitor(server.state).sweep(now=time.time() + server.settings.file_ttl_seconds)
+    assert removed["files"] >= 1
+
+
 async def test_files_expire_through_the_janitor(server) -> None:
     user = "fe-expiry"
     assert (await server.api.call("PUT", files_url(user, "old.csv"), raw=b"a\n1\n")).status == 201

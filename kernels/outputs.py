@@ -132,17 +132,31 @@ class OutputCollector:
 
     client_cap: int
     text_cap: int
-    outputs: list[Output] = field(default_factory=list)
+    _outputs: list[Output] = field(default_factory=list)
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     sent_bytes: int = 0
     truncated: bool = False
     _clear_pending: bool = False
+    # Text chunks of the last output while it is a growing stream, joined when read: adding
+    # to a str each time would copy it whole, quadratic in a long trickle of output.
+    _stream_parts: list[str] = field(default_factory=list)
     _display_index: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.stdout = CappedText(self.text_cap)
         self.stderr = CappedText(self.text_cap)
+
+    @property
+    def outputs(self) -> list[Output]:
+        """The cell's nbformat outputs so far."""
+        self._seal_stream()
+        return self._outputs
+
+    def _seal_stream(self) -> None:
+        if self._stream_parts:
+            self._outputs[-1]["text"] = "".join(self._stream_parts)
+            self._stream_parts = []
 
     def accept(self, event: Event) -> list[Event]:
         """Record `event`; return the events to send to clients (capped, maybe with marker)."""
@@ -185,9 +199,11 @@ class OutputCollector:
             self._clear()
         if kind == "stream":
             (self.stdout if event["name"] == "stdout" else self.stderr).add(event["text"])
-            last = self.outputs[-1] if self.outputs else None
+            last = self._outputs[-1] if self._outputs else None
             if last and last["output_type"] == "stream" and last["name"] == event["name"]:
-                last["text"] += event["text"]
+                if not self._stream_parts:
+                    self._stream_parts.append(last["text"])
+                self._stream_parts.append(event["text"])
                 return
         elif kind == "result":
             self.result = event["data"]
@@ -200,17 +216,19 @@ class OutputCollector:
             output = dict(output)  # coalescing appends to it; never mutate the event
         display_id = event.get("display_id")
         if display_id:
-            self._display_index.setdefault(display_id, []).append(len(self.outputs))
-        self.outputs.append(output)
+            self._display_index.setdefault(display_id, []).append(len(self._outputs))
+        self._seal_stream()
+        self._outputs.append(output)
 
     def _clear(self) -> None:
-        self.outputs.clear()
+        self._stream_parts = []
+        self._outputs.clear()
         self._display_index.clear()
         self._clear_pending = False
 
     def _update_display(self, event: Event) -> None:
         for index in self._display_index.get(event.get("display_id", ""), []):
-            self.outputs[index] = {
+            self._outputs[index] = {
                 "output_type": "display_data",
                 "data": event["data"],
                 "metadata": event["metadata"],

@@ -117,3 +117,17 @@ def test_huge_traceback_is_bounded():
         "error", {"ename": "E", "evalue": "v", "traceback": ["z" * 10_000] * 100}
     )
     assert sum(map(len, event["traceback"])) <= 64 * 1024
+
+
+def test_long_trickles_coalesce_correctly_around_other_outputs_and_clears():
+    display = ("display_data", {"data": {"text/plain": "d"}, "metadata": {}, "transient": {}})
+    chunks = [("stream", {"name": "stdout", "text": f"{i}\n"}) for i in range(1000)]
+    c, sent = collect([*chunks, display, *chunks[:3]], client_cap=10**9, text_cap=10**9)
+    assert len(sent) == 1004
+    assert c.outputs[0]["text"] == "".join(f"{i}\n" for i in range(1000))
+    assert c.outputs[1]["output_type"] == "display_data"
+    assert c.outputs[2]["text"] == "0\n1\n2\n"
+    c, _ = collect([*chunks[:5], ("clear_output", {"wait": False}), *chunks[5:7]])
+    assert c.outputs == [{"output_type": "stream", "name": "stdout", "text": "5\n6\n"}]
+    c, _ = collect([*chunks[:5], ("clear_output", {"wait": True}), *chunks[5:7]])
+    assert c.outputs == [{"output_type": "stream", "name": "stdout", "text": "5\n6\n"}]

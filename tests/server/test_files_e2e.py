@@ -4,8 +4,10 @@ both sandbox modes. Small file limits keep the size and quota cases quick."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -281,16 +283,39 @@ async def test_a_tree_nested_thousands_deep_breaks_nothing(server) -> None:
     )
     r = await server.api.execute(user, code)
     assert r["status"] == "ok", r["error"]
-    restart = await server.api.call("POST", f"/api/sessions/{user}/restart")
-    assert restart.status == 200, restart.body  # the new kernel's uid is given the tree
-    assert (await server.api.execute(user, "'ok'"))["result"] == {"text/plain": "'ok'"}
-    deep = "/".join(["x"] * 40)  # below the depth listings used to stop at
-    put = await server.api.call("PUT", files_url(user, f"{deep}/a.bin"), raw=b"a" * FILE_MAX)
-    assert put.status == 201 and deep + "/a.bin" in await names(server, user)
-    put = await server.api.call("PUT", files_url(user, f"{deep}/b.bin"), raw=b"b" * FILE_MAX)
-    assert error_of(put) == (413, "quota_exceeded")
-    removed = await Janitor(server.state).sweep(now=time.time() + server.settings.file_ttl_seconds)
-    assert removed["files"] >= 1
+    try:
+        restart = await server.api.call("POST", f"/api/sessions/{user}/restart")
+        assert restart.status == 200, restart.body  # the new kernel's uid is given the tree
+        assert (await server.api.execute(user, "'ok'"))["result"] == {"text/plain": "'ok'"}
+        deep = "/".join(["x"] * 40)  # below the depth listings used to stop at
+        put = await server.api.call("PUT", files_url(user, f"{deep}/a.bin"), raw=b"a" * FILE_MAX)
+        assert put.status == 201 and deep + "/a.bin" in await names(server, user)
+        put = await server.api.call("PUT", files_url(user, f"{deep}/b.bin"), raw=b"b" * FILE_MAX)
+        assert error_of(put) == (413, "quota_exceeded")
+        removed = await Janitor(server.state).sweep(
+            now=time.time() + server.settings.file_ttl_seconds
+        )
+        assert removed["files"] >= 1
+    finally:
+        unwind(server.state.registry.work_dir_for("t1", user))
+
+
+def unwind(root: Path) -> None:
+    """Remove the chain root/d/d/.../leaf.txt, too deep for shutil.rmtree (recursive)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    fds = [os.open(root, flags)]
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            while True:
+                fds.append(os.open("d", flags, dir_fd=fds[-1]))
+        for name in os.listdir(fds[-1]) if len(fds) > 1 else []:
+            os.unlink(name, dir_fd=fds[-1])
+        while len(fds) > 1:
+            os.close(fds.pop())
+            os.rmdir("d", dir_fd=fds[-1])
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 async def test_files_expire_through_the_janitor(server) -> None:

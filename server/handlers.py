@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
@@ -50,6 +51,24 @@ def error_status(exc: BaseException) -> tuple[int, str, str]:
         code = responses.get(exc.status_code, "error").lower().replace(" ", "_")
         return exc.status_code, code, exc.log_message or responses.get(exc.status_code, "error")
     return 500, "internal_error", "internal server error"
+
+
+async def remove_tree(path: Path) -> None:
+    """Delete a user's tree however deep the kernel nested it (shutil.rmtree recurses and
+    fails past ~1000 levels); `--one-file-system` never crosses into a mount."""
+    proc = await asyncio.create_subprocess_exec(
+        "rm",
+        "-rf",
+        "--one-file-system",
+        "--",
+        str(path),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        log.error("could not remove %s: %s", path, err.decode(errors="replace")[:500])
+        raise ProtocolError(500, "internal_error", "the user's files could not all be removed")
 
 
 def authenticate(handler: tornado.web.RequestHandler, state: AppState, allow_query: bool) -> str:
@@ -198,8 +217,7 @@ class SessionHandler(ApiHandler):
             await self.state.registry.close(self.tenant, user)
         if purge:
             await self.state.transcript.delete(self.tenant, user)
-            work_dir = self.state.registry.work_dir_for(self.tenant, user)
-            await asyncio.to_thread(shutil.rmtree, work_dir, True)
+            await remove_tree(self.state.registry.work_dir_for(self.tenant, user))
             records = self.state.settings.data_dir / "file-records" / self.tenant / f"{user}.json"
             records.unlink(missing_ok=True)
         self.write_json({"user": user, "state": "closed", "purged": purge})

@@ -211,3 +211,17 @@ async def test_a_sandboxed_kernel_cannot_swap_its_sockets(server):
     r = await server.api.execute("sealed", code)
     assert r["result"] == {"text/plain": "['denied', 'denied']"}, r
     assert (await server.api.execute("sealed", "1 + 1"))["status"] == "ok"
+
+
+async def test_purge_removes_a_tree_nested_too_deep_for_recursion(server):
+    code = (
+        "import os\nfd = os.open('.', os.O_RDONLY)\n"
+        "for _ in range(1500):\n    os.mkdir('d', dir_fd=fd)\n"
+        "    fd2 = os.open('d', os.O_RDONLY, dir_fd=fd); os.close(fd); fd = fd2\n"
+        "open('leaf', 'w', opener=lambda p, f: os.open(p, f, dir_fd=fd)).write('x')"
+    )
+    r = await server.api.execute("deep", code)
+    assert r["status"] == "ok", r
+    resp = await server.api.call("DELETE", "/api/sessions/deep?purge=true")
+    assert resp.status == 200, resp.body
+    assert not server.state.registry.work_dir_for("t1", "deep").exists()

@@ -171,3 +171,27 @@ async def test_a_crashed_server_leaves_an_interrupted_cell_and_no_kernels(tmp_pa
         assert last.outputs[0].text == "partial\n"
         info = json.loads((await srv.api.call("GET", "/api/sessions/crash")).body)
         assert info["state"] == "closed"  # no kernel until the user comes back
+
+
+async def test_transcripts_expire_on_their_own_clock(tmp_path):
+    import time
+
+    from server.janitor import Janitor
+
+    settings = make_settings(tmp_path, pool_size=0)
+    async with running_server(settings) as srv:
+        await srv.api.execute("old-news", "print('from last week')")
+        await srv.api.execute("fresh", "1")
+        assert (await srv.api.call("DELETE", "/api/sessions/old-news")).status == 200
+        janitor = Janitor(srv.state)
+        # Six days later nothing is gone; eight days later the closed session's transcript
+        # and record are, while a session in use (its kernel active) keeps its own.
+        srv.state.registry.get("t1", "fresh").last_activity = time.time() + 8 * 86400
+        removed = await janitor.sweep(now=time.time() + 6 * 86400)
+        assert removed["transcripts"] == 0
+        assert (await srv.api.call("GET", "/api/sessions/old-news/notebook")).status == 200
+        removed = await janitor.sweep(now=time.time() + 8 * 86400)
+        assert removed["transcripts"] == 1
+        assert (await srv.api.call("GET", "/api/sessions/old-news/notebook")).status == 404
+        assert (await srv.api.call("GET", "/api/sessions/old-news")).status == 404
+        assert (await srv.api.call("GET", "/api/sessions/fresh/notebook")).status == 200

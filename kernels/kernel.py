@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-import zmq.asyncio
 from jupyter_client.connect import write_connection_file
 from jupyter_client.session import Session
 
@@ -57,8 +56,8 @@ class Kernel:
         self.started_at = time.time()
         self.exit: KernelExit | None = None
         self._stopping = False
-        self._context = zmq.asyncio.Context.instance()
-        self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._context = zmq.Context.instance()
+        self._sockets: dict[str, zmq.Socket[bytes]] = {}
         self._listeners: dict[str, asyncio.Queue[tuple[str, Message] | KernelExit]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.exited = asyncio.get_running_loop().create_future()
@@ -123,8 +122,8 @@ class Kernel:
             sock.connect(prefix + str(info[f"{name}_port"]))
             self._sockets[name] = sock
         loop = asyncio.get_running_loop()
-        for name in CHANNELS:
-            self._tasks.append(loop.create_task(self._read(name), name=f"kernel-{name}"))
+        for name, sock in self._sockets.items():
+            loop.add_reader(sock.getsockopt(zmq.FD), self._drain, name)
         self._tasks.append(loop.create_task(self._watch_process(), name="kernel-exit"))
 
     async def _confirm_ready(self) -> None:
@@ -209,7 +208,9 @@ class Kernel:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        loop = asyncio.get_running_loop()
         for sock in self._sockets.values():
+            loop.remove_reader(sock.getsockopt(zmq.FD))
             sock.close(linger=0)
         self._sockets.clear()
         if self.exit is None:
@@ -235,6 +236,9 @@ class Kernel:
         """Send a request; return its msg_id. Listen to it before awaiting anything."""
         msg = self.session.msg(msg_type, content)
         self.session.send(self._sockets[channel], msg)
+        # Sending reads ZMQ_EVENTS, which can consume the edge that would have woken the
+        # reader for a reply already waiting: look again (see `_drain`).
+        asyncio.get_running_loop().call_soon(self._drain, channel)
         return msg["header"]["msg_id"]
 
     def listen(self, msg_id: str) -> asyncio.Queue[tuple[str, Message] | KernelExit]:
@@ -288,12 +292,25 @@ class Kernel:
         finally:
             self.unlisten(msg_id)
 
-    async def _read(self, channel: str) -> None:
-        sock = self._sockets[channel]
+    def _drain(self, channel: str) -> None:
+        """Take every message waiting on a channel and route it by its parent msg_id.
+
+        ZMQ_FD is edge-triggered and any operation on the socket (a send, reading
+        ZMQ_EVENTS) may consume the edge, so readiness is always re-checked through
+        ZMQ_EVENTS and the socket drained until it is empty. Awaiting `recv` on a zmq.asyncio
+        socket that another task sends on can miss its wakeup forever (pyzmq #2173): seen
+        here as kernels that answered but whose replies were never read.
+        """
+        sock = self._sockets.get(channel)
+        if sock is None:
+            return
         session = self.session
         listeners = self._listeners
-        while True:
-            frames = await sock.recv_multipart(copy=True)
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
             try:
                 _, parts = session.feed_identities(frames, copy=True)
                 msg = session.deserialize(parts, content=True, copy=True)

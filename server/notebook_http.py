@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from urllib.parse import quote
@@ -9,7 +10,7 @@ from urllib.parse import quote
 from kernels.errors import SessionNotFound
 
 from .handlers import ApiHandler
-from .notebook import build_notebook, dumps
+from .notebook import dumps, notebook_dict
 from .protocol import ProtocolError
 
 
@@ -25,14 +26,17 @@ class NotebookHandler(ApiHandler):
         live = self.state.registry.find(self.tenant, user)
         if not cells and live is None and not await self.state.store.get_session(self.tenant, user):
             raise SessionNotFound(f"no session for user {user!r}")
-        nb = build_notebook(cells, user, since_restart=since_restart in ("true", "1"))
+        # Building and encoding a large session takes a while: keep it off the event loop.
+        body = await asyncio.to_thread(
+            lambda: dumps(notebook_dict(cells, user, since_restart in ("true", "1")))
+        )
         filename = f"{user}-{time.strftime('%Y-%m-%d', time.gmtime())}.ipynb"
         self.set_header("Content-Type", "application/x-ipynb+json")
         self.set_header(
             "Content-Disposition",
             f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}",
         )
-        self.finish(dumps(nb))
+        self.finish(body)
 
 
 class NotesHandler(ApiHandler):

@@ -180,14 +180,16 @@ class SqliteStore:
     # -- transcript ------------------------------------------------------------------------
 
     async def put_cells(self, cells: list[CellRecord]) -> None:
-        await self._run(
-            self._many,
-            f"INSERT INTO cells ({CELL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (tenant, user, id) DO UPDATE SET status = excluded.status, "
-            "execution_count = excluded.execution_count, outputs = excluded.outputs, "
-            "metadata = excluded.metadata",
-            [_cell_row(c) for c in cells],
-        )
+        def put() -> None:  # encoding the outputs is work too: done on the store's thread
+            self._many(
+                f"INSERT INTO cells ({CELL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant, user, id) DO UPDATE SET status = excluded.status, "
+                "execution_count = excluded.execution_count, outputs = excluded.outputs, "
+                "metadata = excluded.metadata",
+                [_cell_row(c) for c in cells],
+            )
+
+        await self._run(put)
 
     async def list_cells(self, tenant: str, user: str) -> list[CellRecord]:
         rows = await self._run(

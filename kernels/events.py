@@ -74,11 +74,19 @@ class EventLog:
         self._subscriber_bytes = subscriber_bytes
         self._subscribers: set[Subscription] = set()
 
-    def publish(self, event: dict[str, Any]) -> int:
+    def publish(self, event: dict[str, Any], members: str | None = None) -> int:
+        """Number, encode, buffer and fan out `event`; return its seq.
+
+        `members`, when given, is the event already encoded as JSON object members
+        (without braces or seq), used instead of encoding the dict again.
+        """
         self.last_seq += 1
         seq = self.last_seq
         event["seq"] = seq
-        encoded = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        if members is not None:
+            encoded = f'{{{members},"seq":{seq}}}'
+        else:
+            encoded = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
         if self._sink is not None:
             self._sink(seq, encoded)
         self._buffer.append((seq, encoded))

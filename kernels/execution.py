@@ -7,6 +7,7 @@ status (or the kernel's end), turning them into events through `OutputCollector`
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -192,9 +193,31 @@ class Run:
                 continue
             event = event_from_message(msg_type, content)
             if event is not None:
-                for out in self.collector.accept(event):
+                sent = self.collector.accept(event)
+                raw = msg.get("raw_content")
+                if raw is not None and len(sent) == 1 and sent[0] is event:
+                    publish(event, self.exec_id, stream_members(raw, content, self.exec_id))
+                    continue
+                for out in sent:
                     publish(out, self.exec_id)
         return self.reply_status or "error"
+
+
+def stream_members(raw: bytes, content: dict[str, Any], exec_id: str) -> str | None:
+    """A stream event as JSON members, reusing the kernel's own encoding of its content.
+
+    Encoding the text again is the server's largest cost when output streams (every newline
+    escaped anew); the kernel already sent exactly that JSON. None when it does not fit.
+    """
+    if content.keys() != {"name", "text"}:
+        return None
+    try:
+        body = raw.decode().strip()
+    except UnicodeDecodeError:
+        return None
+    if len(body) < 2 or body[0] != "{" or body[-1] != "}":
+        return None
+    return f'"type":"stream",{body[1:-1]},"id":{json.dumps(exec_id)}'
 
 
 def describe_exit(returncode: int | None, oom: bool = False) -> str:

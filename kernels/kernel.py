@@ -314,6 +314,8 @@ class Kernel:
             try:
                 _, parts = session.feed_identities(frames, copy=True)
                 msg = session.deserialize(parts, content=True, copy=True)
+                if channel == "iopub" and msg["msg_type"] == "stream":
+                    msg["raw_content"] = parts[4]  # the kernel's own JSON: see Run.pump
             except Exception:
                 log.warning("kernel %s: undecodable %s message", self.id[:12], channel)
                 continue

@@ -222,10 +222,12 @@ class KernelSession:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _publish(self, event: dict[str, Any], exec_id: str | None = None) -> int:
+    def _publish(
+        self, event: dict[str, Any], exec_id: str | None = None, members: str | None = None
+    ) -> int:
         if exec_id is not None:
             event["id"] = exec_id
-        return self.events.publish(event)
+        return self.events.publish(event, members)
 
     def _set_state(self, state: SessionState, exec_id: str | None = None) -> None:
         if state is self.state:

@@ -93,3 +93,34 @@ async def test_a_reply_arriving_after_idle_is_still_taken():
         0.2, queue.put_nowait, msg("shell", "execute_reply", status="ok", execution_count=1)
     )
     assert await run.pump(queue) == "ok"
+
+
+def test_stream_events_reuse_the_kernels_encoding_and_decode_identically():
+    import json
+
+    from jupyter_client.session import json_packer
+
+    from kernels.events import EventLog
+    from kernels.execution import stream_members
+
+    log = EventLog(100, 10_000_000, 10_000_000)
+    for text in ["plain\n", 'quotes " and \\ back\n\ttab', "ünïcødé ✓ 🚀\n", "\x00\x1b[31mred"]:
+        content = {"name": "stdout", "text": text}
+        members = stream_members(json_packer(content), content, "exec-1")
+        assert members is not None
+        spliced = {"type": "stream", **content, "id": "exec-1"}
+        log.publish(spliced, members)
+        reference = {"type": "stream", **content, "id": "exec-1"}
+        log.publish(reference)
+        a, b = log.replay(log.last_seq - 2)
+        assert json.loads(a) == {**json.loads(b), "seq": json.loads(a)["seq"]}
+        assert json.loads(a)["text"] == text
+    assert (
+        stream_members(
+            b'{"name": "stdout", "text": "x", "extra": 1}',
+            {"name": "stdout", "text": "x", "extra": 1},
+            "e",
+        )
+        is None
+    )
+    assert stream_members(b"\xff\xfe", {"name": "stdout", "text": "x"}, "e") is None

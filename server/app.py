@@ -154,7 +154,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
     state = AppState(settings, Authenticator(settings.api_keys), store, pool, registry, transcript)
 
     async def save_session(session: KernelSession, cell: Cell | None = None) -> None:
-        await store.put_session(_record(session))
+        transcript.save_session(_record(session))  # written behind, in order with the cells
 
     registry.event_setup = transcript.event_setup
     registry.start_hooks.append(transcript.cell_started)

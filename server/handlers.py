@@ -183,7 +183,7 @@ class SessionsHandler(ApiHandler):
     async def get(self) -> None:
         records = {
             r.user: {**r.public(), "state": "closed"}  # live sessions overwrite this below
-            for r in await self.state.store.list_sessions(self.tenant)
+            for r in await self.state.transcript.sessions(self.tenant)
         }
         for session in self.state.registry.list(self.tenant):
             records[session.user] = session.info()
@@ -201,7 +201,7 @@ class SessionHandler(ApiHandler):
         session = self.state.registry.find(self.tenant, user)
         if session is not None:
             return self.write_json(session.info())
-        record = await self.state.store.get_session(self.tenant, user)
+        record = await self.state.transcript.session(self.tenant, user)
         if record is None:
             raise SessionNotFound(f"no session for user {user!r}")
         self.write_json({**record.public(), "state": "closed"})  # no kernel now
@@ -210,7 +210,7 @@ class SessionHandler(ApiHandler):
         user = self.user_arg(user)
         purge = self.get_query_argument("purge", "false").lower() in ("1", "true", "yes")
         live = self.state.registry.find(self.tenant, user)
-        record = await self.state.store.get_session(self.tenant, user)
+        record = await self.state.transcript.session(self.tenant, user)
         if live is None and record is None:
             raise SessionNotFound(f"no session for user {user!r}")
         if live is not None:

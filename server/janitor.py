@@ -56,6 +56,7 @@ class Janitor:
         for tenant, user in await asyncio.to_thread(_work_dirs, root):
             files += len(await file_area(state, tenant, user).aexpire(now))
         transcripts = 0
+        await state.transcript.flush()
         for record in await state.store.expired_sessions(now - settings.transcript_ttl_seconds):
             if state.registry.find(record.tenant, record.user) is None:
                 await state.transcript.delete(record.tenant, record.user)

@@ -24,7 +24,11 @@ class NotebookHandler(ApiHandler):
             raise ProtocolError(400, "invalid_field", "'since_restart' must be true or false")
         cells = await self.state.transcript.cells(self.tenant, user)
         live = self.state.registry.find(self.tenant, user)
-        if not cells and live is None and not await self.state.store.get_session(self.tenant, user):
+        if (
+            not cells
+            and live is None
+            and not await self.state.transcript.session(self.tenant, user)
+        ):
             raise SessionNotFound(f"no session for user {user!r}")
         # Building and encoding a large session takes a while: keep it off the event loop.
         body = await asyncio.to_thread(
@@ -53,7 +57,7 @@ class NotesHandler(ApiHandler):
         if len(markdown.encode("utf-8", "surrogatepass")) > self.state.settings.max_code_bytes:
             raise ProtocolError(413, "payload_too_large", "the note is too large")
         live = self.state.registry.find(self.tenant, user)
-        if live is None and not await self.state.store.get_session(self.tenant, user):
+        if live is None and not await self.state.transcript.session(self.tenant, user):
             raise SessionNotFound(f"no session for user {user!r}")
         note_id = uuid.uuid4().hex
         seq = live.publish_note(markdown) if live is not None else 0

@@ -18,7 +18,7 @@ from typing import Any
 from kernels.outputs import OutputCollector
 from kernels.session import Cell, EventSink, KernelSession, Started
 
-from .store.base import CellRecord, Store
+from .store.base import CellRecord, SessionRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,9 @@ class Transcript:
     async def cell_finished(self, session: KernelSession, cell: Cell) -> None:
         self._queue.put_nowait(("cell", cell_record(session.tenant, session.user, cell)))
 
+    def save_session(self, record: SessionRecord) -> None:
+        self._queue.put_nowait(("session", record))
+
     def add_note(self, tenant: str, user: str, markdown: str, note_id: str, seq: int) -> None:
         record = CellRecord(tenant, user, note_id, "markdown", markdown, time.time(), first_seq=seq)
         self._queue.put_nowait(("cell", record))
@@ -84,6 +87,14 @@ class Transcript:
     async def replay(self, tenant: str, user: str, after: int, before: int) -> list[str]:
         await self.flush()
         return await self.store.events_between(tenant, user, after, before)
+
+    async def session(self, tenant: str, user: str) -> SessionRecord | None:
+        await self.flush()
+        return await self.store.get_session(tenant, user)
+
+    async def sessions(self, tenant: str) -> list[SessionRecord]:
+        await self.flush()
+        return await self.store.list_sessions(tenant)
 
     async def cells(self, tenant: str, user: str) -> list[CellRecord]:
         await self.flush()
@@ -133,12 +144,17 @@ class Transcript:
     async def _write_batch(self, batch: list[Op]) -> None:
         events: dict[tuple[str, str], list[tuple[int, str]]] = {}
         cells: list[CellRecord] = []
+        sessions: dict[tuple[str, str], SessionRecord] = {}  # the latest of each wins
         for kind, item in batch:
             if kind == "event":
                 tenant, user, seq, encoded = item
                 events.setdefault((tenant, user), []).append((seq, encoded))
+            elif kind == "session":
+                sessions[(item.tenant, item.user)] = item
             else:
                 cells.append(item)
+        for record in sessions.values():
+            await self.store.put_session(record)
         for (tenant, user), rows in events.items():
             await self.store.append_events(tenant, user, rows)
         if cells:

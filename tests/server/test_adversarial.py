@@ -376,3 +376,23 @@ async def test_killing_the_kernels_parent_or_everything_hurts_only_itself(srv) -
     assert out["kill_all"] in ("OK", "ProcessLookupError"), out
     r = await run(srv, "kept")
     assert r["result"] == {"text/plain": "'state'"}, r
+
+
+async def test_the_kernel_cannot_swap_the_sockets_the_server_connects_to(srv) -> None:
+    # Its runtime dir is sealed once its sockets are bound: a swapped socket could otherwise
+    # have ZMQ reconnect the server to another unix socket on the host.
+    code = """
+        import os, ipykernel
+        d = os.path.dirname(ipykernel.get_connection_file())
+        out = []
+        for attempt in (lambda: os.rename(os.path.join(d, "s-1"), os.path.join(d, "x")),
+                        lambda: os.symlink("/run", os.path.join(d, "evil"))):
+            try:
+                attempt(); out.append("allowed")
+            except PermissionError:
+                out.append("denied")
+        out
+    """
+    r = await run(srv, code)
+    assert r["result"] == {"text/plain": "['denied', 'denied']"}, r
+    assert (await run(srv, "1 + 1"))["status"] == "ok"

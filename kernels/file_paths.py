@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import KernelError
+
 log = logging.getLogger(__name__)
 
 MAX_NAME_BYTES = 255
@@ -32,7 +34,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 Stamp = tuple[int, int, int]
 
 
-class FileAreaError(Exception):
+class FileAreaError(KernelError):
     """Base of the file area's domain errors; `code` is a stable machine-readable name."""
 
     code = "file_error"

@@ -7,8 +7,9 @@ Written against `server.handlers.ApiHandler` as it is:
   exceeds `self.body_limit()`, which these handlers override per method;
 - `self.state` is the `AppState`; work dirs come from `state.registry.work_dir_for(t, u)`;
   `state.settings` must carry `file_max_bytes`, `user_quota_bytes`, `file_ttl_seconds`;
-- errors are raised as `ProtocolError(status, code, message)` and rendered by the base's
-  `write_error` as `{"error": {"code", "message"}}`; file-area domain errors are mapped here.
+- errors are `ProtocolError`s or the file area's domain errors (`KernelError`s), rendered by
+  the base's `write_error` as `{"error": {"code", "message"}}` with the status that
+  `handlers.DOMAIN_STATUS` gives them.
 
 Routes (see `file_routes`): `GET/POST /api/sessions/{user}/files`,
 `PUT/GET/DELETE /api/sessions/{user}/files/{name}` (a name may contain `/`).
@@ -28,13 +29,10 @@ from kernels.files import (
     BadFileName,
     FileArea,
     FileAreaError,
-    FileNotFound,
-    FileTooLarge,
-    QuotaExceeded,
     Upload,
 )
 
-from .handlers import ApiHandler
+from .handlers import ApiHandler, error_status
 from .multipart import MultipartError, MultipartParser, PartData, PartStart, boundary_of
 from .protocol import ProtocolError
 
@@ -45,12 +43,6 @@ log = logging.getLogger(__name__)
 
 MULTIPART_OVERHEAD = 1024 * 1024  # part headers and boundaries on top of the files
 CHUNKED_SLACK = 1024 * 1024
-FILE_STATUS: dict[type[FileAreaError], int] = {
-    BadFileName: 400,
-    FileNotFound: 404,
-    FileTooLarge: 413,
-    QuotaExceeded: 413,
-}
 
 
 def file_area(state: AppState, tenant: str, user: str) -> FileArea:
@@ -68,11 +60,6 @@ def file_area(state: AppState, tenant: str, user: str) -> FileArea:
 def file_url(user: str, name: str) -> str:
     """Download path of a file, for listings, `file` events and execute results."""
     return f"/api/sessions/{quote(user, safe='')}/files/{quote(name, safe='/')}"
-
-
-def protocol_error(exc: FileAreaError) -> ProtocolError:
-    status = next((s for t, s in FILE_STATUS.items() if isinstance(exc, t)), 500)
-    return ProtocolError(status, exc.code, str(exc))
 
 
 def content_disposition(name: str) -> str:
@@ -100,25 +87,9 @@ class FilesBase(ApiHandler):
     def fail_now(self, exc: BaseException) -> None:
         """Answer with the error now; tornado then closes the connection instead of
         reading the rest of the body."""
-        if isinstance(exc, FileAreaError):
-            exc = protocol_error(exc)
         self._failed = True
         if not self._finished:
-            self.send_error(getattr(exc, "status", 500), exc_info=(type(exc), exc, None))
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        # A domain error escaping prepare() or a verb method becomes its API error.
-        exc_info = kwargs.get("exc_info")
-        if exc_info is not None and isinstance(exc_info[1], FileAreaError):
-            error = protocol_error(exc_info[1])
-            kwargs["exc_info"] = (ProtocolError, error, None)
-        super().write_error(status_code, **kwargs)
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, FileAreaError):
-            log.info("%s %s -> %s", self.request.method, self.request.path, value)
-        else:
-            super().log_exception(typ, value, tb)
+            self.send_error(error_status(exc)[0], exc_info=(type(exc), exc, None))
 
 
 class FilesHandler(FilesBase):

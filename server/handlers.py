@@ -22,6 +22,7 @@ from kernels.errors import (
     SessionClosed,
     SessionNotFound,
 )
+from kernels.files import BadFileName, FileNotFound, FileTooLarge, QuotaExceeded
 
 from .auth import bearer_token
 from .protocol import ProtocolError, parse_execute, parse_json_object, validate_user
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DOMAIN_STATUS: dict[type[KernelError], int] = {
+    BadFileName: 400,
+    FileNotFound: 404,  # and FileExpired
+    FileTooLarge: 413,
+    QuotaExceeded: 413,
     SessionNotFound: 404,
     SessionClosed: 409,
     QueueFull: 429,
@@ -46,7 +51,8 @@ def error_status(exc: BaseException) -> tuple[int, str, str]:
     if isinstance(exc, ProtocolError):
         return exc.status, exc.code, exc.message
     if isinstance(exc, KernelError):
-        return DOMAIN_STATUS.get(type(exc), 500), exc.code, str(exc)
+        status = next((DOMAIN_STATUS[t] for t in type(exc).__mro__ if t in DOMAIN_STATUS), 500)
+        return status, exc.code, str(exc)
     if isinstance(exc, tornado.web.HTTPError):
         code = responses.get(exc.status_code, "error").lower().replace(" ", "_")
         return exc.status_code, code, exc.log_message or responses.get(exc.status_code, "error")

@@ -28,33 +28,44 @@ async def wait_healthy(api: Api, proc: subprocess.Popen, timeout: float = 30) ->
     raise TimeoutError("server did not become healthy")
 
 
+async def start_server_process(
+    data_dir, pool_size: int, output: bool = False
+) -> tuple[subprocess.Popen, Api]:
+    """`python -m server` as a child process (unsandboxed), once it answers /api/health."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "server",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--api-key",
+        f"t1={KEY}",
+        "--pool-size",
+        str(pool_size),
+        "--no-sandbox",
+    ]
+    out = subprocess.PIPE if output else subprocess.DEVNULL
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)  # noqa: ASYNC220
+    api = Api(f"http://127.0.0.1:{port}", KEY)
+    try:
+        await wait_healthy(api, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, api
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_signal_stops_every_kernel_and_nothing_else(tmp_path, sig):
     outsider = await Kernel.start(
         LocalLauncher(KernelCommand(default_kernel_python())), tmp_path / "outside"
     )
-    port = free_port()
-    proc = subprocess.Popen(  # noqa: ASYNC220 (the test wants a plain child process)
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--api-key",
-            f"t1={KEY}",
-            "--pool-size",
-            "2",
-            "--no-sandbox",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc, api = await start_server_process(tmp_path / "d", pool_size=2, output=True)
     try:
-        api = Api(f"http://127.0.0.1:{port}", KEY)
-        await wait_healthy(api, proc)
         for user in ("a", "b"):
             assert (await api.execute(user, "1"))["status"] == "ok"
         kernels = psutil.Process(proc.pid).children(recursive=True)

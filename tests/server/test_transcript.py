@@ -3,15 +3,12 @@
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 
 import nbformat
 import psutil
 
-from tests.client import Api
-from tests.conftest import KEY, free_port, make_settings, running_server
-from tests.server.test_shutdown import wait_healthy
+from tests.conftest import make_settings, running_server
+from tests.server.test_shutdown import start_server_process
 
 
 def notebook_of(resp):
@@ -128,25 +125,8 @@ async def test_download_after_shutdown_and_after_server_restart(tmp_path):
 
 
 async def test_a_crashed_server_leaves_an_interrupted_cell_and_no_kernels(tmp_path):
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "server",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path),
-        "--api-key",
-        f"t1={KEY}",
-        "--pool-size",
-        "0",
-        "--no-sandbox",
-    ]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    proc, api = await start_server_process(tmp_path, pool_size=0)
     try:
-        api = Api(f"http://127.0.0.1:{port}", KEY)
-        await wait_healthy(api, proc)
         ws = await api.ws("crash")
         await ws.run("x = 1", "before")
         code = "import time\nprint('partial', flush=True)\ntime.sleep(60)"

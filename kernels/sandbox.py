@@ -2,11 +2,12 @@
 
 Each kernel runs under bubblewrap with every namespace unshared (no network, own pid, ipc,
 uts, mount and user namespace, nested user namespaces disabled), sees read-only `/usr`, the
-kernel venv and startup files, its private runtime dir (ipc sockets), a size-limited `/tmp`
-and `/mnt/data`, nothing else of the host. As root the process runs as its own host uid from
-`SandboxPolicy`'s range and joins a memory+pids cgroup before dropping privileges ("uid"
-mode). As an ordinary user it runs as that user inside an extra user namespace ("userns"
-mode): same filesystem view and namespaces, but no uid of its own.
+kernel venv and startup files (at fixed paths under `/opt/kernel`), its private runtime dir
+(ipc sockets), a size-limited `/tmp` and `/mnt/data`, nothing else of the host.
+As root the process runs as its own host uid from `SandboxPolicy`'s range and joins a
+memory+pids cgroup before dropping privileges ("uid" mode). As an ordinary user it runs as
+that user inside an extra user namespace ("userns" mode): same filesystem view and
+namespaces, but no uid of its own.
 
 Warm kernels start with an empty `/mnt/data`; `claim` binds the user's work dir there while
 the kernel runs (see `kernels/mounts.py`). The server wires it up with `cleanup_leftovers`
@@ -23,7 +24,7 @@ import os
 import shutil
 import stat
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kernels import mounts, seccomp
@@ -43,6 +44,8 @@ from kernels.uids import UidPool, processes_by_uid
 log = logging.getLogger(__name__)
 
 WORK_DIR = "/mnt/data"
+SANDBOX_ENV = "/opt/kernel/env"  # the kernel venv, read-only
+SANDBOX_STARTUP = "/opt/kernel/startup"  # kernels/startup, read-only
 STATE_SUFFIX = ".sandbox"  # state dir beside runtime_root: slot dirs, per-kernel /etc files
 PASS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # host CPU quirks the kernel must keep
 TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -288,7 +291,9 @@ class SandboxLauncher:
 
     def _argv(self, slot: KernelSlot, kernel: _Kernel, seccomp_fd: int | None) -> list[str]:
         p, t = self.policy, self._tools
-        env = self.command.env(home="/tmp/home", mplconfig="/tmp/mpl")
+        inside = f"{SANDBOX_ENV}/bin/{Path(self.command.python).name}"
+        command = replace(self.command, python=inside)
+        env = command.env(home="/tmp/home", mplconfig="/tmp/mpl")
         env.update({"USER": "user", "LOGNAME": "user", "TMPDIR": "/tmp", "SHELL": "/bin/sh"})
         env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
         bw = [t["bwrap"], "--unshare-all", "--unshare-user", "--disable-userns"]
@@ -304,8 +309,9 @@ class SandboxLauncher:
         bw += ["--dir", "/tmp/home", "--dir", "/tmp/mpl"]
         for cache in sorted((self.venv / "mplconfig").glob("fontlist-*.json")):
             bw += ["--ro-bind", str(cache), f"/tmp/mpl/{cache.name}"]
-        bw += ["--ro-bind", str(self.venv), str(self.venv)]
-        bw += ["--ro-bind-try", str(STARTUP_DIR), str(STARTUP_DIR)]
+        # Fixed paths inside, so the host's layout (where the checkout lives) never shows.
+        bw += ["--ro-bind", str(self.venv), SANDBOX_ENV]
+        bw += ["--ro-bind-try", str(STARTUP_DIR), SANDBOX_STARTUP]
         bw += ["--dir", "/mnt", "--bind", str(kernel.slot_dir), WORK_DIR]
         bw += ["--bind", str(slot.runtime_dir), str(slot.runtime_dir)]
         bw += ["--remount-ro", "/", "--chdir", WORK_DIR, "--clearenv"]
@@ -313,7 +319,8 @@ class SandboxLauncher:
             bw += ["--setenv", key, value]
         if seccomp_fd is not None:
             bw += ["--seccomp", str(seccomp_fd)]
-        bw += ["--", *self.command.argv(str(slot.connection_file), startup_files())]
+        startup = [f"{SANDBOX_STARTUP}/{Path(f).name}" for f in startup_files()]
+        bw += ["--", *command.argv(str(slot.connection_file), startup)]
 
         limits = [f"--fsize={p.file_size_bytes}", f"--nofile={p.open_files}", "--core=0"]
         if self.privileged:  # nproc counts per host uid: only meaningful with our own uid

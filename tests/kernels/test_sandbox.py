@@ -176,7 +176,7 @@ async def test_host_files_invisible(probe: RunningKernel, host_dirs: dict) -> No
                     return "READ:" + f.read(20)
             except OSError as e:
                 return type(e).__name__
-        paths = ["/etc/shadow", "/root/.bashrc", "/home", "/work/main/pyproject.toml",
+        paths = ["/etc/shadow", "/root/.bashrc", "/home", {str(REPO / "pyproject.toml")!r},
                  {str(host_dirs["work-b"] / "secret-b.txt")!r},
                  {str(host_dirs["outside"] / "data.txt")!r},
                  "/var/run/docker.sock", "/run/systemd/private", "/proc/1/environ"]
@@ -184,6 +184,7 @@ async def test_host_files_invisible(probe: RunningKernel, host_dirs: dict) -> No
         out["root"] = sorted(os.listdir("/"))
         out["etc"] = sorted(os.listdir("/etc"))
         out["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        out["executable"] = __import__("sys").executable
         """,
     )
     assert all(not r.startswith("READ") for p, r in out["read"].items() if p != "/proc/1/environ")
@@ -197,9 +198,10 @@ async def test_host_files_invisible(probe: RunningKernel, host_dirs: dict) -> No
         "proc",
         "sbin",
         "tmp",
+        "opt",
         "usr",
-        "work",
     }
+    assert out["executable"] == "/opt/kernel/env/bin/python"  # no host path shows through
     assert "shadow" not in out["etc"] and "passwd" in out["etc"]
     assert len(out["pids"]) <= 4, out["pids"]  # bwrap's init, the kernel, its children
 
@@ -207,11 +209,12 @@ async def test_host_files_invisible(probe: RunningKernel, host_dirs: dict) -> No
 async def test_writes_outside_work_dir_fail(probe: RunningKernel) -> None:
     out = await check(
         probe,
-        """
+        f"""
         import sys
         targets = ["/usr/evil", "/etc/evil", "/evil", "/mnt/evil", sys.prefix + "/evil",
-                   "/work/main/kernels/startup/evil.py", "/proc/sys/kernel/hostname"]
-        out["errors"] = {}
+                   "/opt/kernel/startup/evil.py", {str(REPO / "kernels/startup/evil.py")!r},
+                   "/proc/sys/kernel/hostname"]
+        out["errors"] = {{}}
         for t in targets:
             try:
                 with open(t, "w") as f:

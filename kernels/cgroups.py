@@ -1,4 +1,4 @@
-"""Per-kernel memory and pids limits through cgroups, v2 or v1 (whichever holds each controller).
+"""Per-kernel memory, pids and CPU limits through cgroups, v2 or v1 (whichever holds each).
 
 A `CgroupTree` is the parent group of one server instance (`<hierarchy>/kss/<instance>`);
 each kernel gets a child `KernelCgroup` that its launch wrapper joins before dropping
@@ -17,7 +17,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-CONTROLLERS = ("memory", "pids")
+CONTROLLERS = ("memory", "pids")  # required in root mode
+OPTIONAL = ("cpu",)  # used where available: a CPU quota, and fair shares between kernels
+CPU_PERIOD_US = 100_000
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ def _mountinfo() -> list[tuple[str, str, str]]:
 
 
 def find_hierarchies() -> dict[str, Hierarchy]:
-    """Locate memory and pids: a v2 mount offering them wins, else the v1 mount carrying them."""
+    """Locate each controller: a v2 mount offering it wins, else the v1 mount carrying it."""
     found: dict[str, Hierarchy] = {}
     rows = _mountinfo()
     for point, fstype, _opts in rows:
@@ -52,13 +54,13 @@ def find_hierarchies() -> dict[str, Hierarchy]:
             offered = Path(point, "cgroup.controllers").read_text().split()
         except OSError:
             continue
-        for name in CONTROLLERS:
+        for name in CONTROLLERS + OPTIONAL:
             if name in offered and name not in found:
                 found[name] = Hierarchy(name, Path(point), 2)
     for point, fstype, opts in rows:
         if fstype != "cgroup":
             continue
-        for name in CONTROLLERS:
+        for name in CONTROLLERS + OPTIONAL:
             if name in opts.split(",") and name not in found:
                 found[name] = Hierarchy(name, Path(point), 1)
     return found
@@ -69,17 +71,15 @@ def _write(path: Path, value: str) -> None:
         f.write(value)
 
 
-def _enable_v2(group: Path, top: Path) -> None:
-    """Enable memory+pids in subtree_control of every level from `top` down to `group`."""
+def _enable_v2(group: Path, top: Path, name: str) -> None:
+    """Enable controller `name` in subtree_control of every level from `top` down to `group`."""
     chain = [group, *group.parents]
     levels = [p for p in reversed(chain) if p == top or top in p.parents]
     for level in levels:
         level.mkdir(exist_ok=True)
         control = level / "cgroup.subtree_control"
-        enabled = control.read_text().split()
-        for name in CONTROLLERS:
-            if name not in enabled:
-                _write(control, f"+{name}")
+        if name not in control.read_text().split():
+            _write(control, f"+{name}")
 
 
 class KernelCgroup:
@@ -110,6 +110,17 @@ class KernelCgroup:
             for line in (path / name).read_text().splitlines():
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":
+                    return int(value)
+        return 0
+
+    def cpu_throttled(self) -> int:
+        """How many CPU periods the quota throttled this kernel in (0 if unknown)."""
+        if "cpu" not in self.paths:
+            return 0
+        with contextlib.suppress(OSError):
+            for line in (self.paths["cpu"][0] / "cpu.stat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "nr_throttled":
                     return int(value)
         return 0
 
@@ -171,7 +182,7 @@ class CgroupTree:
     def create(cls, parent: str, instance: str) -> CgroupTree | None:
         """Set up `<hierarchy>/<parent>/<instance>`; None if no controller is usable here."""
         hierarchies = find_hierarchies()
-        missing = [name for name in CONTROLLERS if name not in hierarchies]
+        missing = [name for name in CONTROLLERS + OPTIONAL if name not in hierarchies]
         if missing:
             log.warning("cgroup controllers not available: %s", ", ".join(missing))
         usable: dict[str, Hierarchy] = {}
@@ -180,7 +191,7 @@ class CgroupTree:
             group = h.mount / relative
             try:
                 if h.version == 2:
-                    _enable_v2(group, h.mount)
+                    _enable_v2(group, h.mount, name)
                 else:
                     group.mkdir(parents=True, exist_ok=True)
                 usable[name] = h
@@ -195,8 +206,8 @@ class CgroupTree:
         parts = [f"{n}:v{h.version}:{h.mount / self.relative}" for n, h in self.hierarchies.items()]
         return ", ".join(sorted(parts))
 
-    def kernel(self, name: str, memory_bytes: int, pids_max: int) -> KernelCgroup:
-        """Create the group of one kernel with its limits (blocking)."""
+    def kernel(self, name: str, memory_bytes: int, pids_max: int, cpus: float) -> KernelCgroup:
+        """Create the group of one kernel with its limits (blocking); `cpus` 0 = no quota."""
         paths: dict[str, tuple[Path, int]] = {}
         for controller, h in self.hierarchies.items():
             path = h.mount / self.relative / name
@@ -208,6 +219,8 @@ class CgroupTree:
                     _set_memory(path, version, memory_bytes)
                 elif controller == "pids":
                     _write(path / "pids.max", str(pids_max))
+                elif controller == "cpu" and cpus > 0:
+                    _set_cpu_quota(path, version, cpus)
         except OSError:
             KernelCgroup(paths).destroy()
             raise
@@ -238,3 +251,13 @@ def _set_memory(path: Path, version: int, limit: int) -> None:
     memsw = path / "memory.memsw.limit_in_bytes"
     if memsw.exists():
         _write(memsw, str(limit))
+
+
+def _set_cpu_quota(path: Path, version: int, cpus: float) -> None:
+    """At most `cpus` cores' worth of CPU time per period (1.5 = one and a half cores)."""
+    quota = max(1000, round(cpus * CPU_PERIOD_US))
+    if version == 2:
+        _write(path / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+        return
+    _write(path / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+    _write(path / "cpu.cfs_quota_us", str(quota))

@@ -67,6 +67,7 @@ class SandboxPolicy:
     uid_last: int = 2_000_999
     memory_bytes: int = 1 << 30
     pids_max: int = 128
+    cpus: float = 1.0  # CPU quota in cores (0 = none); with a cpu cgroup, equal shares too
     file_size_bytes: int = 50_000_000
     open_files: int = 1024
     tmp_bytes: int = 256 << 20
@@ -260,6 +261,11 @@ class SandboxLauncher:
         kernel = self._kernels.get(slot.kernel_id)
         return bool(kernel and kernel.cgroup and kernel.cgroup.oom_kills())
 
+    def cpu_throttled(self, slot: KernelSlot) -> int:
+        """CPU periods in which the quota held this kernel back (0 without a cpu cgroup)."""
+        kernel = self._kernels.get(slot.kernel_id)
+        return kernel.cgroup.cpu_throttled() if kernel and kernel.cgroup else 0
+
     def _prepare(self, slot: KernelSlot) -> _Kernel:
         if self.privileged and (why := _not_traversable(slot.runtime_dir.parent, False)):
             raise SandboxUnavailable(f"kernel uids cannot reach their runtime dir: {why}")
@@ -283,7 +289,7 @@ class SandboxLauncher:
                 os.chown(kernel.slot_dir, uid, uid)
             if self.cgroups:
                 p = self.policy
-                kernel.cgroup = self.cgroups.kernel(kid, p.memory_bytes, p.pids_max)
+                kernel.cgroup = self.cgroups.kernel(kid, p.memory_bytes, p.pids_max, p.cpus)
         except BaseException:
             self._teardown(kid, kernel)
             raise

@@ -77,6 +77,7 @@ def sandbox_policy(settings: Settings) -> SandboxPolicy:
         uid_last=settings.kernel_uid_last,
         memory_bytes=settings.kernel_memory_bytes,
         pids_max=settings.kernel_pids,
+        cpus=settings.kernel_cpus,
         file_size_bytes=settings.kernel_file_bytes,
         tmp_bytes=settings.kernel_tmp_bytes,
     )

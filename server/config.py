@@ -49,6 +49,7 @@ class Settings:
     kernel_uid_last: int = 2_000_999
     kernel_memory_bytes: int = 1 << 30
     kernel_pids: int = 128
+    kernel_cpus: float = 1.0
     kernel_file_bytes: int = 50_000_000
     kernel_tmp_bytes: int = 256 << 20
     kernel_python: str = ""
@@ -94,6 +95,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "kernel_uid_last": (int, "last host uid given to sandboxed kernels"),
     "kernel_memory_bytes": (int, "memory limit of one sandboxed kernel (cgroup)"),
     "kernel_pids": (int, "process/thread limit of one sandboxed kernel (cgroup)"),
+    "kernel_cpus": (float, "CPU cores one sandboxed kernel may use (cgroup quota; 0 = no cap)"),
     "kernel_file_bytes": (int, "largest file a sandboxed kernel may write (rlimit)"),
     "kernel_tmp_bytes": (int, "size of a sandboxed kernel's private /tmp"),
     "kernel_python": (str, "interpreter kernels run with (default: .kernel-venv)"),
@@ -182,7 +184,7 @@ def finalize(settings: Settings) -> Settings:
         raise ValueError("log_level: want DEBUG, INFO, WARNING or ERROR")
     if not 0 < values["kernel_uid_first"] <= values["kernel_uid_last"]:
         raise ValueError("kernel uid range: want 0 < first <= last")
-    for name in ("pool_size", "max_sessions", "max_code_bytes", "output_cap_bytes"):
+    for name in ("pool_size", "max_sessions", "max_code_bytes", "output_cap_bytes", "kernel_cpus"):
         if values[name] < 0:
             raise ValueError(f"{name} must not be negative")
     if not str(values["runtime_dir"]) or values["runtime_dir"] == Path():

@@ -45,6 +45,7 @@ POLICY = SandboxPolicy(
     uid_last=2_090_099,
     memory_bytes=512 << 20,
     pids_max=64,
+    cpus=0.5,
     file_size_bytes=10_000_000,
     tmp_bytes=64 << 20,
 )
@@ -419,6 +420,23 @@ async def test_memory_growth_stops_at_cgroup_limit(victim: RunningKernel, launch
     assert cgroup is not None
     peak = cgroup.memory_peak()
     assert peak is not None and peak <= POLICY.memory_bytes
+
+
+async def test_cpu_quota_holds_a_busy_loop_back(probe: RunningKernel, launcher) -> None:
+    before = launcher.cpu_throttled(probe.slot)
+    out = await check(
+        probe,
+        """
+        import time
+        wall, cpu = time.monotonic(), time.process_time()
+        while time.monotonic() - wall < 1.5:
+            pass
+        out["wall"], out["cpu"] = time.monotonic() - wall, time.process_time() - cpu
+        """,
+    )
+    # Unlimited, a busy loop gets a whole core (cpu == wall); the quota is half a core.
+    assert out["cpu"] < 0.75 * out["wall"], out
+    assert launcher.cpu_throttled(probe.slot) > before
 
 
 async def test_kill_all_reaches_only_own_sandbox(

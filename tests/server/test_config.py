@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from server.app import sandbox_policy
 from server.config import load_settings
 
 
@@ -32,6 +33,8 @@ def test_env_then_flags(tmp_path):
         ["--api-key", "a/b=key-12345678"],
         ["--sandbox", "maybe"],
         ["--pool-size", "-1"],
+        ["--kernel-cpus", "-0.5"],
+        ["--kernel-cpus", "many"],
     ],
 )
 def test_bad_values_are_clear_errors(argv, tmp_path):
@@ -44,3 +47,9 @@ def test_generated_key_is_kept_across_restarts(tmp_path):
     second = load_settings(["--data-dir", str(tmp_path)], {})
     assert first.generated_key and first.api_keys == second.api_keys
     assert (tmp_path / "api-key").stat().st_mode & 0o777 == 0o600
+
+
+def test_kernel_limits_reach_the_sandbox_policy(tmp_path):
+    env = {"KSS_KERNEL_CPUS": "1.5", "KSS_DATA_DIR": str(tmp_path)}
+    policy = sandbox_policy(load_settings(["--kernel-memory-bytes", "268435456"], env))
+    assert (policy.cpus, policy.memory_bytes) == (1.5, 256 << 20)

@@ -94,6 +94,10 @@ class FileWatch(Protocol):
         """`file` event bodies: name, size, event (created/modified), url."""
         ...
 
+    async def overrun(self, before: Any) -> str | None:
+        """Why the work dir is over its disk quota and still growing, else None."""
+        ...
+
 
 CellHook = Callable[["KernelSession", Cell], Awaitable[None]]
 StartHook = Callable[["KernelSession", Started], None]
@@ -117,6 +121,7 @@ class Run:
         self.idle = False
         self.exit: KernelExit | None = None
         self.execution_count: int | None = None
+        self.overrun: str | None = None  # why the disk guard stopped this execution
 
     def _dropped(self, publish: Callable[[dict[str, Any], str], int]) -> None:
         self.reply_status = "error"

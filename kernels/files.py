@@ -207,8 +207,8 @@ class FileArea:
         return [self._describe(name, entries[name]) for name in sorted(entries)]
 
     def snapshot(self) -> Snapshot:
-        """Stamps of the visible files, to compare with after an execution."""
-        return {name: stamp_of(st) for name, st in scan(self.root, visible_only=True)}
+        """Stamps of every file (hidden ones too), to compare with after an execution."""
+        return {name: stamp_of(st) for name, st in scan(self.root, visible_only=False)}
 
     def changes_since(self, before: Snapshot) -> list[FileChange]:
         """Visible files created or modified since `before`, sorted by name."""
@@ -225,6 +225,24 @@ class FileArea:
         """Bytes in regular files, hidden ones included, upload temp files not."""
         files = scan(self.root, visible_only=False, strict=True)
         return sum(st.st_size for name, st in files if name != exclude)
+
+    def overrun(self, before: Snapshot) -> str | None:
+        """Why the area is over its quota and still growing since `before`, else None.
+
+        Code in the kernel can write past the quota that uploads are held to; the session
+        polls this while an execution runs and stops one that keeps filling the disk.
+        Shrinking an area that is over quota (deleting files) is never an overrun.
+        """
+        try:
+            used = self.usage()
+        except QuotaExceeded as exc:  # more entries than a scan may walk
+            return str(exc)
+        if used <= self.quota or used <= sum(stamp[1] for stamp in before.values()):
+            return None
+        return (
+            f"the session's files take {used} bytes, over its quota of {self.quota} bytes; "
+            "delete files to free space"
+        )
 
     def expire(self, now: float | None = None) -> list[str]:
         """Delete everything not changed for the TTL (files, symlinks, stale upload temps,
@@ -267,6 +285,9 @@ class FileArea:
 
     async def achanges_since(self, before: Snapshot) -> list[FileChange]:
         return await asyncio.to_thread(self.changes_since, before)
+
+    async def aoverrun(self, before: Snapshot) -> str | None:
+        return await asyncio.to_thread(self.overrun, before)
 
     async def aexpire(self, now: float | None = None) -> list[str]:
         return await asyncio.to_thread(self.expire, now)

@@ -57,6 +57,7 @@ class Limits:
     default_timeout: float = 60
     max_timeout: float = 600
     interrupt_grace: float = 3
+    disk_check_interval: float = 1.0  # how often a running execution's disk use is checked
     client_cap: int = 10_000_000
     text_cap: int = 100_000
     max_queue: int = 100
@@ -316,8 +317,7 @@ class KernelSession:
             hook(self, info)
         try:
             try:
-                async with asyncio.timeout(execution.timeout):
-                    status = await run.pump(queue)
+                status = await self._pump_guarded(run, queue, before, execution.timeout)
             except TimeoutError:
                 status = "timeout"
                 kernel.interrupt()
@@ -333,6 +333,11 @@ class KernelSession:
         finally:
             kernel.unlisten(msg_id)
             run.finish()
+        if run.overrun:  # the guard stopped it (or it ended as the guard fired)
+            status = "error"
+            stop = {"type": "error", "ename": "DiskQuotaExceeded", "evalue": run.overrun}
+            for event in collector.accept({**stop, "traceback": []}):
+                self._publish(event, execution.id)
         files = await self._announce_files(before, execution.id)
         if run.exit is not None and not run.exit.expected:
             status = "error"
@@ -364,6 +369,35 @@ class KernelSession:
             self._set_state(SessionState.IDLE, execution.id)
         cell.last_seq = self._publish(self._done_event(cell), execution.id)
         return cell
+
+    async def _pump_guarded(
+        self, run: Run, queue: asyncio.Queue[Any], before: Any, timeout: float
+    ) -> str:
+        """The execution's pump under its timeout and the disk guard (either: TimeoutError)."""
+        async with asyncio.timeout(timeout) as scope:
+            if self.file_watch is None:
+                return await run.pump(queue)
+            guard = asyncio.create_task(self._guard_disk(run, before, scope))
+            try:
+                return await run.pump(queue)
+            finally:
+                guard.cancel()
+
+    async def _guard_disk(self, run: Run, before: Any, scope: asyncio.Timeout) -> None:
+        """Stop the execution (as a timeout would) once it keeps filling an over-quota disk."""
+        assert self.file_watch is not None
+        while True:
+            await asyncio.sleep(self.limits.disk_check_interval)
+            try:
+                reason = await self.file_watch.overrun(before)
+            except Exception:
+                log.exception("%r: could not check disk use", self)
+                continue
+            if reason:
+                log.warning("%r: stopping an execution: %s", self, reason)
+                run.overrun = reason
+                scope.reschedule(asyncio.get_running_loop().time())
+                return
 
     async def _announce_files(self, before: Any, exec_id: str) -> list[dict[str, Any]]:
         if self.file_watch is None:

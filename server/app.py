@@ -120,6 +120,9 @@ class AreaWatch:
             for c in await self.area.achanges_since(before)
         ]
 
+    async def overrun(self, before: Any) -> str | None:
+        return await self.area.aoverrun(before)
+
 
 @contextlib.asynccontextmanager
 async def lifespan(settings: Settings) -> AsyncIterator[AppState]:

@@ -319,6 +319,23 @@ def test_changes_since_sees_created_and_modified_not_hidden(area: FileArea) -> N
     assert area.changes_since(area.snapshot()) == []
 
 
+def test_overrun_is_growth_past_the_quota(area: FileArea) -> None:
+    area.root.mkdir(parents=True)
+    empty = area.snapshot()
+    (area.root / "a.bin").write_bytes(b"a" * 1500)
+    assert area.overrun(empty) is None  # under the 2000-byte quota
+    (area.root / ".cache").mkdir()
+    (area.root / ".cache" / "b.bin").write_bytes(b"b" * 1000)  # hidden files count too
+    reason = area.overrun(empty)
+    assert reason is not None and "2500 bytes" in reason and "quota of 2000" in reason
+    over = area.snapshot()
+    assert area.overrun(over) is None  # over quota but not growing: e.g. a long computation
+    (area.root / "a.bin").write_bytes(b"a" * 100)
+    assert area.overrun(over) is None  # shrinking never is an overrun
+    (area.root / "c.bin").write_bytes(b"c" * 2000)
+    assert area.overrun(over) is not None
+
+
 def test_expiry_with_an_injected_clock(area: FileArea, clock: Clock) -> None:
     upload(area, "old.csv", b"old")
     upload(area, "dir/old.txt", b"old")

@@ -350,3 +350,24 @@ async def test_purge_removes_the_files(server) -> None:
     assert error_of(resp) == (404, "file_not_found")
     records = server.settings.data_dir / "file-records" / "t1" / f"{user}.json"
     assert not records.exists()
+
+
+async def test_code_that_keeps_filling_the_disk_is_stopped(server: RunningServer) -> None:
+    """Uploads are held to the quota as they stream; code is held to it while it runs."""
+    user = "filler"
+    fill = (
+        "import time\ni = 0\nwhile True:\n"
+        "    open(f'fill-{i}.bin', 'wb').write(b'x' * 500_000)\n    i += 1\n    time.sleep(0.05)"
+    )
+    r = await server.api.execute(user, fill, timeout=60)
+    assert r["status"] == "error", r
+    assert r["error"]["ename"] == "DiskQuotaExceeded", r["error"]
+    assert f"over its quota of {QUOTA} bytes" in r["error"]["evalue"]
+    # Over the quota but not writing: a long computation runs to its end.
+    r = await server.api.execute(user, "import time; time.sleep(2.5); 'still here'")
+    assert r["status"] == "ok" and r["result"]["text/plain"] == "'still here'", r
+    # The code that frees space is never stopped, and the session goes on as before.
+    code = "import glob, os\nfor f in glob.glob('fill-*'): os.remove(f)\n"
+    code += "len(glob.glob('fill-*')), i > 0"
+    r = await server.api.execute(user, code)
+    assert r["status"] == "ok" and r["result"]["text/plain"] == "(0, True)", r

@@ -2,7 +2,8 @@
 
 The pool keeps `warm_size` started, idle kernels; a session claims one (the launcher gives it
 the user's work dir, the kernel changes into it) so a new user's first result does not wait
-for a kernel start. Spares are refilled one at a time in the background.
+for a kernel start. Spares are refilled one at a time in the background. A `BootGate` bounds
+how many kernels start at once, sessions' starts first.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 from collections import deque
 from pathlib import Path
 
+from .boot_gate import BACKGROUND, URGENT, BootGate
 from .errors import KernelStartFailed
 from .kernel import Kernel, KernelExit
 from .launcher import Launcher
@@ -31,6 +34,7 @@ class KernelPool:
         warm_size: int = 2,
         start_timeout: float = 60,
         refill_delay: float = 0.5,
+        max_starting: int = 0,
     ) -> None:
         self.launcher = launcher
         self.runtime_root = runtime_root
@@ -44,6 +48,7 @@ class KernelPool:
         # A spare's start takes ~0.5 s of CPU; while spares remain, let a new user's first
         # executions have the cores before booting its replacement.
         self.refill_delay = refill_delay
+        self.boot_gate = BootGate(max_starting or (os.cpu_count() or 1) + 1)
 
     async def start(self) -> None:
         """Clear leftovers of an earlier run and begin filling the warm pool."""
@@ -125,14 +130,21 @@ class KernelPool:
     async def _next_kernel(self) -> Kernel:
         if self._closed:
             raise KernelStartFailed("server is shutting down")
+        if kernel := await self._pop_warm():
+            return kernel
+        async with self.boot_gate.slot(URGENT):
+            # A refill may have finished while this start waited for its turn.
+            return await self._pop_warm() or await self._start_one()
+
+    async def _pop_warm(self) -> Kernel | None:
+        """A live warm kernel, if there is one (dead ones are dropped); asks for a refill."""
+        self._refill_wanted.set()
         while self._warm:
             candidate = self._warm.popleft()
             if candidate.alive:
-                self._refill_wanted.set()
                 return candidate
             await self.discard(candidate)
-        self._refill_wanted.set()
-        return await self._start_one()
+        return None
 
     async def discard(self, kernel: Kernel) -> None:
         """Stop `kernel` and forget it."""
@@ -155,6 +167,9 @@ class KernelPool:
         await asyncio.to_thread(shutil.rmtree, self.runtime_root, True)
 
     async def _start_one(self) -> Kernel:
+        """Start a kernel; the caller holds a `boot_gate` slot."""
+        if self._closed:
+            raise KernelStartFailed("server is shutting down")
         self.runtime_root.mkdir(parents=True, exist_ok=True)
         kernel = await Kernel.start(self.launcher, self.runtime_root, self.start_timeout)
         if self._closed:
@@ -172,7 +187,8 @@ class KernelPool:
                 await asyncio.sleep(self.refill_delay)
             while len(self._warm) < self.warm_size and not self._closed:
                 try:
-                    kernel = await self._start_one()
+                    async with self.boot_gate.slot(BACKGROUND):
+                        kernel = await self._start_one()
                 except KernelStartFailed as exc:
                     failures += 1
                     log.error("warm kernel failed to start (%d in a row): %s", failures, exc)

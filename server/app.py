@@ -139,6 +139,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         launcher,
         settings.runtime_dir,
         warm_size=settings.pool_size,
+        max_starting=settings.max_starting_kernels,
         start_timeout=settings.kernel_start_timeout,
     )
     limits = Limits(

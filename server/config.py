@@ -27,6 +27,7 @@ class Settings:
     data_dir: Path = Path(".data")
     api_keys: tuple[tuple[str, str], ...] = ()  # (tenant, key)
     pool_size: int = 2
+    max_starting_kernels: int = 0
     max_sessions: int = 100
     exec_timeout: float = 60
     max_exec_timeout: float = 600
@@ -73,6 +74,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "port": (int, "port to listen on"),
     "data_dir": (Path, "where the store, files and generated key live"),
     "pool_size": (int, "warm kernels kept started and idle (0 disables the pool)"),
+    "max_starting_kernels": (int, "kernels starting at once, others wait (0: CPU count + 1)"),
     "max_sessions": (int, "most sessions (kernels in use) at once"),
     "exec_timeout": (float, "default execution timeout, seconds"),
     "max_exec_timeout": (float, "largest timeout a request may ask for, seconds"),
@@ -184,7 +186,14 @@ def finalize(settings: Settings) -> Settings:
         raise ValueError("log_level: want DEBUG, INFO, WARNING or ERROR")
     if not 0 < values["kernel_uid_first"] <= values["kernel_uid_last"]:
         raise ValueError("kernel uid range: want 0 < first <= last")
-    for name in ("pool_size", "max_sessions", "max_code_bytes", "output_cap_bytes", "kernel_cpus"):
+    for name in (
+        "pool_size",
+        "max_starting_kernels",
+        "max_sessions",
+        "max_code_bytes",
+        "output_cap_bytes",
+        "kernel_cpus",
+    ):
         if values[name] < 0:
             raise ValueError(f"{name} must not be negative")
     if not str(values["runtime_dir"]) or values["runtime_dir"] == Path():

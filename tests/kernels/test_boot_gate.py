@@ -1,0 +1,99 @@
+"""The boot gate: a bound on kernels starting at once, sessions' starts before refills."""
+
+import asyncio
+
+import pytest
+
+from kernels.boot_gate import BACKGROUND, URGENT, BootGate
+from kernels.launcher import KernelCommand, LocalLauncher, default_kernel_python
+from kernels.pool import KernelPool
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def test_at_most_limit_holders_and_urgent_first() -> None:
+    gate = BootGate(2)
+    order: list[str] = []
+    inside = 0
+    most = 0
+    release = asyncio.Event()
+
+    async def hold(name: str, priority: int) -> None:
+        nonlocal inside, most
+        async with gate.slot(priority):
+            inside += 1
+            most = max(most, inside)
+            order.append(name)
+            await release.wait()
+            inside -= 1
+
+    first = [asyncio.create_task(hold(f"first-{i}", URGENT)) for i in range(2)]
+    await asyncio.sleep(0)
+    later = [asyncio.create_task(hold("refill", BACKGROUND))]
+    await asyncio.sleep(0)
+    later += [asyncio.create_task(hold(f"user-{i}", URGENT)) for i in range(2)]
+    await asyncio.sleep(0.01)
+    assert order == ["first-0", "first-1"] and gate.waiting == 3
+    release.set()
+    await asyncio.gather(*first, *later)
+    assert most == 2
+    assert order[2:] == ["user-0", "user-1", "refill"]  # waiting users before the refill
+    assert gate.running == 0 and gate.waiting == 0
+
+
+async def test_a_cancelled_waiter_gives_its_turn_on() -> None:
+    gate = BootGate(1)
+    held = asyncio.Event()
+    done = asyncio.Event()
+
+    async def holder() -> None:
+        async with gate.slot():
+            held.set()
+            await done.wait()
+
+    task = asyncio.create_task(holder())
+    await held.wait()
+    waiter = asyncio.create_task(gate.slot().__aenter__())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    done.set()
+    await task
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    async with asyncio.timeout(1):  # the slot is free again, not leaked to the cancelled one
+        async with gate.slot():
+            assert gate.running == 1
+    assert gate.running == 0
+
+
+async def test_pool_starts_no_more_than_its_limit_at_once(tmp_path, monkeypatch) -> None:
+    """Three users arrive together at a pool with no spares and room for one start."""
+    from kernels import pool as pool_module
+
+    starting = 0
+    most = 0
+    real_start = pool_module.Kernel.start
+
+    async def counted_start(*args, **kwargs):
+        nonlocal starting, most
+        starting += 1
+        most = max(most, starting)
+        try:
+            return await real_start(*args, **kwargs)
+        finally:
+            starting -= 1
+
+    monkeypatch.setattr(pool_module.Kernel, "start", counted_start)
+    launcher = LocalLauncher(KernelCommand(default_kernel_python()))
+    pool = KernelPool(launcher, tmp_path / "run", warm_size=0, max_starting=1)
+    await pool.start()
+    try:
+        dirs = [tmp_path / f"w{i}" for i in range(3)]
+        for d in dirs:
+            d.mkdir()
+        kernels = await asyncio.gather(*(pool.take(d) for d in dirs))
+        assert most == 1 and len({k.id for k in kernels}) == 3
+        for kernel in kernels:
+            assert kernel.alive
+    finally:
+        await pool.close()

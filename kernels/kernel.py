@@ -30,6 +30,7 @@ from .launcher import KernelSlot, Launcher
 log = logging.getLogger(__name__)
 
 CHANNELS = ("shell", "iopub", "control")
+REPROBE = 0.05  # seconds between readiness probes once the kernel answers on shell
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,13 @@ class Kernel:
         """Send kernel_info until one request has both its reply and its iopub status.
 
         Every attempt stays listened to: on a loaded machine a kernel may answer an earlier
-        request after a later one was sent, and that answer counts.
+        request after a later one was sent, and that answer counts. Requests sent before the
+        kernel listens are answered when it starts, often before our iopub subscription has
+        reached it (their status messages are then lost): once the kernel has answered on
+        shell, the next request goes out within `REPROBE` seconds instead of after the
+        back-off, which would hold a ready kernel for up to 3 s.
         """
+        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Message] | KernelExit] = asyncio.Queue()
         seen: dict[str, set[str]] = {}
         wait = 0.2
@@ -142,17 +148,21 @@ class Kernel:
                 msg_id = self.send("shell", "kernel_info_request", {})
                 seen[msg_id] = set()
                 self._listeners[msg_id] = queue
+                deadline = loop.time() + wait
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        while True:
+                    while True:
+                        async with asyncio.timeout_at(deadline):
                             item = await queue.get()
-                            if isinstance(item, KernelExit):
-                                break
-                            channel, msg = item
-                            parent = msg["parent_header"]["msg_id"]
-                            seen[parent].add(channel)
-                            if {"shell", "iopub"} <= seen[parent]:
-                                return
+                        if isinstance(item, KernelExit):
+                            break
+                        channel, msg = item
+                        parent = msg["parent_header"]["msg_id"]
+                        seen[parent].add(channel)
+                        if {"shell", "iopub"} <= seen[parent]:
+                            return
+                        if channel == "shell":  # up: give its status a moment, then re-ask
+                            wait = REPROBE
+                            deadline = min(deadline, loop.time() + REPROBE)
                 wait = min(wait * 2, 3.0)
         finally:
             for msg_id in seen:

@@ -4,8 +4,8 @@ A kernel start is about half a second of one core (Python and its imports). Twen
 two cores all finish together after some four seconds; a few at a time (the pool allows CPU
 count + 1, so a start waiting on its sockets leaves no core idle), the first users are ready
 in half a second and the last about as late as before, and users already running compete
-with a few starts instead of twenty. Starts for a waiting session go before warm-pool
-refills, which nobody waits for.
+with a few starts instead of twenty. Warm-pool refills, which nobody waits for, start only
+while no session's start is running or waiting: they never take CPU from a waiting user.
 """
 
 from __future__ import annotations
@@ -20,19 +20,27 @@ URGENT, BACKGROUND = 0, 1
 
 
 class BootGate:
-    """At most `limit` holders at once; waiters served by priority, then arrival."""
+    """At most `limit` holders at once; waiters served by priority, then arrival.
+
+    A BACKGROUND holder is let in only while no URGENT one holds or waits.
+    """
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError("a boot gate needs a limit of at least 1")
         self.limit = limit
         self.running = 0
+        self._urgent = 0  # URGENT holders
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
     @property
     def waiting(self) -> int:
-        return sum(1 for *_, fut in self._waiters if not fut.done())
+        return self._waiting(BACKGROUND)
+
+    def _waiting(self, priority: int) -> int:
+        """Waiters that go before or with an arrival of `priority`."""
+        return sum(1 for p, _, fut in self._waiters if p <= priority and not fut.done())
 
     @contextlib.asynccontextmanager
     async def slot(self, priority: int = URGENT) -> AsyncIterator[None]:
@@ -40,11 +48,18 @@ class BootGate:
         try:
             yield
         finally:
-            self._release()
+            self._release(priority)
+
+    def _may_enter(self, priority: int) -> bool:
+        return self.running < self.limit and (priority == URGENT or not self._urgent)
+
+    def _enter(self, priority: int) -> None:
+        self.running += 1
+        self._urgent += priority == URGENT
 
     async def _acquire(self, priority: int) -> None:
-        if self.running < self.limit and not self.waiting:
-            self.running += 1
+        if self._may_enter(priority) and not self._waiting(priority):
+            self._enter(priority)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._order), fut))
@@ -52,13 +67,19 @@ class BootGate:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():  # granted just as we were cancelled
-                self._release()
+                self._release(priority)
             raise
 
-    def _release(self) -> None:
+    def _release(self, priority: int) -> None:
         self.running -= 1
-        while self._waiters and self.running < self.limit:
-            *_, fut = heapq.heappop(self._waiters)
-            if not fut.done():
-                self.running += 1
-                fut.set_result(None)
+        self._urgent -= priority == URGENT
+        while self._waiters:
+            first, _, fut = self._waiters[0]
+            if fut.done():  # cancelled while waiting
+                heapq.heappop(self._waiters)
+                continue
+            if not self._may_enter(first):
+                return
+            heapq.heappop(self._waiters)
+            self._enter(first)
+            fut.set_result(None)

@@ -41,6 +41,29 @@ async def test_at_most_limit_holders_and_urgent_first() -> None:
     assert gate.running == 0 and gate.waiting == 0
 
 
+async def test_background_waits_while_a_session_start_runs() -> None:
+    gate = BootGate(3)
+    done = asyncio.Event()
+    entered: list[str] = []
+
+    async def hold(name: str, priority: int) -> None:
+        async with gate.slot(priority):
+            entered.append(name)
+            await done.wait()
+
+    user = asyncio.create_task(hold("user", URGENT))
+    await asyncio.sleep(0)
+    refill = asyncio.create_task(hold("refill", BACKGROUND))
+    await asyncio.sleep(0.01)
+    assert entered == ["user"] and gate.running == 1  # two slots free, yet the refill waits
+    late = asyncio.create_task(hold("late user", URGENT))
+    await asyncio.sleep(0.01)
+    assert entered == ["user", "late user"]  # a waiting refill does not hold a user back
+    done.set()
+    await asyncio.gather(user, refill, late)
+    assert entered == ["user", "late user", "refill"] and gate.running == 0
+
+
 async def test_a_cancelled_waiter_gives_its_turn_on() -> None:
     gate = BootGate(1)
     held = asyncio.Event()

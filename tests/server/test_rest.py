@@ -1,5 +1,6 @@
 """The REST API against a real server with real kernels."""
 
+import asyncio
 import base64
 import json
 
@@ -204,3 +205,26 @@ async def test_purge_removes_a_tree_nested_too_deep_for_recursion(server):
     resp = await server.api.call("DELETE", "/api/sessions/deep?purge=true")
     assert resp.status == 200, resp.body
     assert not server.state.registry.work_dir_for("t1", "deep").exists()
+
+
+async def test_users_arriving_together_each_get_a_kernel_of_their_own(server):
+    """A burst of new users (more than the pool and the boot gate hold): all are served."""
+    users = [f"burst-{i}" for i in range(6)]
+    first = await asyncio.gather(
+        *(
+            server.api.execute(u, f"secret = {i}\nimport os\nos.getpid(), secret * 10")
+            for i, u in enumerate(users)
+        )
+    )
+    assert all(r["status"] == "ok" for r in first), first
+    pids = {r["result"]["text/plain"].split(",")[0] for r in first}
+    tens = [r["result"]["text/plain"].split(", ")[1] for r in first]
+    assert tens == [f"{i * 10})" for i in range(6)]
+    assert len(pids) == 6 or server.settings.sandbox == "on"  # pid namespaces reuse pids
+    again = await asyncio.gather(*(server.api.execute(u, "secret") for u in users))
+    assert [r["result"]["text/plain"] for r in again] == [str(i) for i in range(6)]
+    await server.state.pool.wait_warm()  # the spare taken by the burst is replaced
+    gate = server.state.pool.boot_gate
+    assert gate.running == 0 and gate.waiting == 0
+    for u in users:
+        assert (await server.api.call("DELETE", f"/api/sessions/{u}")).status in (200, 204)

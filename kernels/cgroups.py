@@ -113,6 +113,17 @@ class KernelCgroup:
                     return int(value)
         return 0
 
+    def pids_limit_hits(self) -> int:
+        """How many forks the pids limit has refused (0 if unknown)."""
+        if "pids" not in self.paths:
+            return 0
+        with contextlib.suppress(OSError, ValueError):
+            for line in (self.paths["pids"][0] / "pids.events").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "max":
+                    return int(value)
+        return 0
+
     def cpu_throttled(self) -> int:
         """How many CPU periods the quota throttled this kernel in (0 if unknown)."""
         if "cpu" not in self.paths:

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .kernel import Kernel, KernelExit
-from .outputs import OutputCollector, event_from_message
+from .kernel import Dropped, Kernel, KernelExit
+from .outputs import (
+    TRUNCATION_MARKER,
+    MalformedMessage,
+    OutputCollector,
+    error_event,
+    event_from_message,
+)
 
 if TYPE_CHECKING:
     from .session import KernelSession
@@ -42,6 +49,41 @@ class Cell:
     cell_id: str = ""
     kernel_id: str = ""
     files: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def aborted(
+        cls,
+        execution: Execution,
+        collector: OutputCollector,
+        kernel_id: str = "",
+        status: str = "aborted",
+        first_seq: int = 0,
+    ) -> Cell:
+        """The cell of an execution that never ran to its end on a kernel."""
+        return cls(
+            execution.id,
+            execution.code,
+            status,
+            None,
+            time.time(),
+            0.0,
+            False,
+            collector,
+            first_seq,
+            cell_id=execution.cell_id,
+            kernel_id=kernel_id,
+        )
+
+    def done_event(self) -> dict[str, Any]:
+        """The `done` event: always an execution's last."""
+        return {
+            "type": "done",
+            "status": self.status,
+            "execution_count": self.execution_count,
+            "duration_ms": round(self.duration_ms, 3),
+            "kernel_restarted": self.kernel_restarted,
+            "truncated": self.collector.truncated,
+        }
 
     def summary(self) -> dict[str, Any]:
         """The whole-result answer of the REST execute call."""
@@ -86,7 +128,9 @@ class Started:
 
 
 class FileWatch(Protocol):
-    """Finds the files an execution created or changed in the session's work dir."""
+    """The session's view of its work dir: what an execution changed, and how full it is."""
+
+    quota: int
 
     async def snapshot(self) -> Any: ...
 
@@ -94,8 +138,8 @@ class FileWatch(Protocol):
         """`file` event bodies: name, size, event (created/modified), url."""
         ...
 
-    async def overrun(self, before: Any) -> str | None:
-        """Why the work dir is over its disk quota and still growing, else None."""
+    async def usage(self) -> int:
+        """Every byte the work dir holds, counted against `quota`."""
         ...
 
 
@@ -104,13 +148,22 @@ StartHook = Callable[["KernelSession", Started], None]
 EventSink = Callable[[int, str], None]
 
 
+Publish = Callable[..., int]  # (event, exec_id, members=None) -> seq
+
+
 class Run:
-    """Message pump of one execution: until its reply and idle status, or the kernel's end."""
+    """Message pump of one execution: until its reply and idle status, or the kernel's end.
+
+    What the kernel sends is untrusted: a malformed output is dropped with a note on stderr,
+    a lost or malformed reply ends the execution as an error, and an execution whose iopub
+    lost a message (too large, undecodable) does not wait for an idle status that may never
+    come.
+    """
 
     def __init__(
-        self, session: KernelSession, exec_id: str, collector: OutputCollector, kernel: Kernel
+        self, publish: Publish, exec_id: str, collector: OutputCollector, kernel: Kernel
     ) -> None:
-        self.session = session
+        self.publish = publish
         self.kernel = kernel
         self.started = False
         self.interrupt_pending = False
@@ -118,21 +171,21 @@ class Run:
         self.exec_id = exec_id
         self.collector = collector
         self.reply_status: str | None = None
+        self.reply: dict[str, Any] = {}
         self.idle = False
         self.exit: KernelExit | None = None
         self.execution_count: int | None = None
         self.overrun: str | None = None  # why the disk guard stopped this execution
+        self.lost_iopub = False  # an iopub message was dropped: idle may never come
 
-    def _dropped(self, publish: Callable[[dict[str, Any], str], int]) -> None:
-        self.reply_status = "error"
-        event = {
-            "type": "error",
-            "ename": "KeyboardInterrupt",
-            "evalue": "interrupted before the code started",
-            "traceback": [],
-        }
+    def emit(self, event: dict[str, Any]) -> None:
+        """Record `event` in the cell and publish what the caps let through."""
         for out in self.collector.accept(event):
-            publish(out, self.exec_id)
+            self.publish(out, self.exec_id)
+
+    def _dropped(self) -> None:
+        self.reply_status = "error"
+        self.emit(error_event("KeyboardInterrupt", "interrupted before the code started"))
 
     def request_interrupt(self) -> None:
         """Interrupt this execution once the kernel has begun it (see `_send_interrupt`)."""
@@ -160,52 +213,109 @@ class Run:
         """Stop anything still pending for this execution."""
         if self._repeat is not None:
             self._repeat.cancel()
+        if self.reply_status == "error" and self.collector.error is None:
+            # The reply says it failed but no error output came (the kernel could not send
+            # it, or it was dropped): the reply's own fields are the error.
+            try:
+                self.emit(
+                    error_event(
+                        self.reply.get("ename", "Error"),
+                        self.reply.get("evalue", "the execution failed"),
+                        self.reply.get("traceback", []),
+                    )
+                )
+            except MalformedMessage:
+                self.emit(error_event("Error", "the execution failed"))
 
     async def pump(self, queue: asyncio.Queue[Any]) -> str:
-        publish = self.session._publish
         while not (self.reply_status and self.idle) and self.exit is None:
-            if self.idle and self.reply_status is None and self.interrupt_pending:
+            waiting_idle = self.reply_status is not None and self.lost_iopub
+            if (self.idle and self.reply_status is None and self.interrupt_pending) or waiting_idle:
                 # An interrupt that lands before the user's code starts aborts ipykernel's
-                # handler, which then publishes idle, sends no reply and runs nothing.
+                # handler, which then publishes idle, sends no reply and runs nothing; and
+                # an idle status may itself have been lost with a dropped message.
                 try:
                     item = await asyncio.wait_for(queue.get(), DROPPED_REPLY_GRACE)
                 except TimeoutError:
-                    self._dropped(publish)
+                    if not waiting_idle:
+                        self._dropped()
                     break
             else:
                 item = await queue.get()
             if isinstance(item, KernelExit):
                 self.exit = item
                 break
+            if isinstance(item, Dropped):
+                self._lost(item)
+                continue
             channel, msg = item
             msg_type = msg["msg_type"]
             content = msg["content"]
             if channel == "shell":
-                self.reply_status = content.get("status", "error")
-                if content.get("execution_count") is not None:
-                    self.execution_count = content["execution_count"]
+                self._reply(content)
                 continue
-            if channel != "iopub":
+            if channel != "iopub" or not isinstance(content, dict):
                 continue
             if msg_type == "status":
                 self.idle = content.get("execution_state") == "idle"
                 continue
             if msg_type == "execute_input":
-                self.execution_count = content.get("execution_count")
+                self.execution_count = _count(content.get("execution_count"))
                 self.started = True
                 if self.interrupt_pending:
                     self._send_interrupt()
                 continue
-            event = event_from_message(msg_type, content)
-            if event is not None:
-                sent = self.collector.accept(event)
-                raw = msg.get("raw_content")
-                if raw is not None and len(sent) == 1 and sent[0] is event:
-                    publish(event, self.exec_id, stream_members(raw, content, self.exec_id))
-                    continue
-                for out in sent:
-                    publish(out, self.exec_id)
+            try:
+                event = event_from_message(msg_type, content)
+            except MalformedMessage as exc:
+                self._lost(Dropped("iopub", msg_type, 0, "malformed"), str(exc))
+                continue
+            if event is None:
+                continue
+            sent = self.collector.accept(event)
+            raw = msg.get("raw_content")
+            if raw is not None and len(sent) == 1 and sent[0] is event:
+                self.publish(event, self.exec_id, stream_members(raw, content, self.exec_id))
+                continue
+            for out in sent:
+                self.publish(out, self.exec_id)
         return self.reply_status or "error"
+
+    def _reply(self, content: Any) -> None:
+        if not isinstance(content, dict) or content.get("status") not in REPLY_STATUSES:
+            self._lost(Dropped("shell", "execute_reply", 0, "malformed"))
+            return
+        self.reply = content
+        self.reply_status = content["status"]
+        if (count := _count(content.get("execution_count"))) is not None:
+            self.execution_count = count
+
+    def _lost(self, dropped: Dropped, why: str = "") -> None:
+        """A message of this execution that was not taken: say so where it matters."""
+        if dropped.reason == "budget":  # the caps were reached before it was even read
+            if not self.collector.truncated:
+                marker = TRUNCATION_MARKER.format(what="output", limit=self.collector.client_cap)
+                self.publish(self.collector.truncate(marker), self.exec_id)
+            return
+        what = dropped.msg_type or "a"
+        if dropped.reason == "oversize":
+            text = f"a {what} message of {dropped.size} bytes, over the kernel message limit"
+        else:
+            text = f"a malformed {what} message" + (f" ({why})" if why else "")
+        if dropped.channel == "shell":
+            self.reply_status = "error"
+            self.reply = {"ename": "KernelProtocolError", "evalue": f"the kernel sent {text}"}
+            return
+        self.lost_iopub = True
+        if not self.collector.truncated:
+            self.emit({"type": "stream", "name": "stderr", "text": f"\n[dropped {text}]\n"})
+
+
+REPLY_STATUSES = frozenset({"ok", "error", "aborted"})
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def stream_members(raw: bytes, content: dict[str, Any], exec_id: str) -> str | None:

@@ -1,14 +1,21 @@
-"""One running ipykernel process and the client end of its ZMQ channels.
+"""One running ipykernel process and the client end of its channels.
 
-`Kernel` owns the process (started through a `Launcher`), one reader task per channel, and
-routes every message by `parent_header.msg_id` to whoever listens for that request. Process
-exit is awaited, not polled, so a death reaches listeners at once as a `KernelExit` item.
+`Kernel` owns the process (started through a `Launcher`) and one connection per channel
+(`kernels/zmtp.py`: read with a size limit), and routes every message by
+`parent_header.msg_id` to whoever listens for that request. Process exit is awaited, not
+polled, so a death reaches listeners at once as a `KernelExit` item.
+
+A listener may carry an `OutputBudget`: output messages past it are dropped before their
+content is decoded or queued (a `Dropped` item says so once), so an execution that floods
+costs the server what its caps allow and no more, however fast the kernel writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import os
 import secrets
@@ -20,17 +27,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import zmq
 from jupyter_client.connect import write_connection_file
 from jupyter_client.session import Session
 
+from . import zmtp
 from .errors import KernelStartFailed
-from .launcher import KernelSlot, Launcher
+from .launcher import KernelSlot, Launcher, stop_processes
+from .storable import clean, may_hold_surrogates
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("shell", "iopub", "control")
+CHANNELS = {"shell": b"DEALER", "iopub": b"SUB", "control": b"DEALER"}
+DELIM = b"<IDS|MSG>"
+# Messages that carry output: the ones an execution's budget counts and may drop.
+OUTPUT_TYPES = frozenset(
+    {"stream", "display_data", "update_display_data", "execute_result", "clear_output"}
+)
 REPROBE = 0.05  # seconds between readiness probes once the kernel answers on shell
+DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -42,31 +56,87 @@ class KernelExit:
     oom: bool = False  # the launcher saw its memory limit kill the kernel
 
 
+@dataclass(frozen=True)
+class Dropped:
+    """Delivered in place of a message that was not taken.
+
+    `reason`: "budget" (the listener's output budget was spent; said once per listener),
+    "oversize" (over the kernel message size limit) or "malformed" (undecodable, badly
+    signed or not a Jupyter message).
+    """
+
+    channel: str
+    msg_type: str
+    size: int
+    reason: str
+    parent: str = ""  # the request it answered, when that could be read
+
+
+@dataclass
+class OutputBudget:
+    """Output a listener still takes: raw content bytes and messages."""
+
+    bytes: int
+    messages: int
+
+
 Message = dict[str, Any]
+Item = tuple[str, Message] | KernelExit | Dropped
+
+
+class _Listener:
+    __slots__ = ("budget", "queue", "spent")
+
+    def __init__(
+        self, budget: OutputBudget | None, queue: asyncio.Queue[Item] | None = None
+    ) -> None:
+        self.queue: asyncio.Queue[Item] = asyncio.Queue() if queue is None else queue
+        self.budget = budget
+        self.spent = False
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
 
 
 class Kernel:
     """A started kernel: send requests, listen for the messages they cause, stop it."""
 
-    def __init__(self, launcher: Launcher, slot: KernelSlot, session: Session) -> None:
+    def __init__(
+        self,
+        launcher: Launcher,
+        slot: KernelSlot,
+        session: Session,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.launcher = launcher
         self.slot = slot
         self.id = slot.kernel_id
         self.session = session
+        self.max_message_bytes = max_message_bytes
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = time.time()
         self.exit: KernelExit | None = None
         self._stopping = False
-        self._context = zmq.Context.instance()
-        self._sockets: dict[str, zmq.Socket[bytes]] = {}
-        self._listeners: dict[str, asyncio.Queue[tuple[str, Message] | KernelExit]] = {}
+        self._peers: dict[str, zmtp.ZmtpPeer] = {}
+        self._listeners: dict[str, _Listener] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.exited = asyncio.get_running_loop().create_future()
+        self.own_processes: set[int] = set()  # the kernel and its wrappers, once ready
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    async def start(cls, launcher: Launcher, runtime_root: Path, timeout: float = 60) -> Kernel:
+    async def start(
+        cls,
+        launcher: Launcher,
+        runtime_root: Path,
+        timeout: float = 60,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> Kernel:
         """Start a kernel and return once its shell and iopub channels both answer."""
         kernel_id = uuid.uuid4().hex
         runtime_dir = runtime_root / kernel_id[:12]
@@ -85,13 +155,17 @@ class Kernel:
             transport="ipc",
             kernel_name="kss",
         )
-        kernel = cls(launcher, slot, Session(key=key.encode(), username="kss"))
+        session = Session(key=key.encode(), username="kss")
+        kernel = cls(launcher, slot, session, max_message_bytes)
         try:
             kernel.process = await launcher.start(slot)
-            kernel._connect(info)
+            loop = asyncio.get_running_loop()
+            kernel._tasks.append(loop.create_task(kernel._watch_process(), name="kernel-exit"))
             async with asyncio.timeout(timeout):
+                await kernel._connect(info)
                 await kernel._confirm_ready()
             kernel._seal_runtime_dir()
+            kernel.own_processes = launcher.processes(slot)
         except BaseException as exc:
             await kernel.stop(grace=0)
             if isinstance(exc, TimeoutError | OSError | KernelStartFailed):
@@ -110,22 +184,51 @@ class Kernel:
     def alive(self) -> bool:
         return self.process is not None and self.exit is None
 
-    def _connect(self, info: dict[str, Any]) -> None:
-        prefix = f"ipc://{info['ip']}-"
-        kinds = {"shell": zmq.DEALER, "iopub": zmq.SUB, "control": zmq.DEALER}
-        for name, kind in kinds.items():
-            sock = self._context.socket(kind)
-            sock.linger = 0
-            if kind == zmq.SUB:
-                sock.setsockopt(zmq.SUBSCRIBE, b"")
-            else:
-                sock.setsockopt(zmq.IDENTITY, self.session.bsession)
-            sock.connect(prefix + str(info[f"{name}_port"]))
-            self._sockets[name] = sock
-        loop = asyncio.get_running_loop()
-        for name, sock in self._sockets.items():
-            loop.add_reader(sock.getsockopt(zmq.FD), self._drain, name)
-        self._tasks.append(loop.create_task(self._watch_process(), name="kernel-exit"))
+    async def _connect(self, info: dict[str, Any]) -> None:
+        """Connect every channel once the kernel has bound its sockets (or fail if it exits)."""
+
+        async def one(name: str, kind: bytes) -> None:
+            path = f"{info['ip']}-{info[f'{name}_port']}"
+            peer = await zmtp.connect(
+                path,
+                kind,
+                functools.partial(self._on_message, name),
+                self.max_message_bytes,
+                identity=self.session.bsession if kind == b"DEALER" else b"",
+                on_lost=self._peer_lost,
+            )
+            self._peers[name] = peer
+
+        connecting = asyncio.gather(*(one(name, kind) for name, kind in CHANNELS.items()))
+        connected = False
+        try:
+            await asyncio.wait({connecting, self.exited}, return_when=asyncio.FIRST_COMPLETED)
+            connected = connecting.done()
+        finally:
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(BaseException):
+                    await connecting
+        if not connected:
+            code = self.exit.returncode if self.exit else None
+            raise KernelStartFailed(f"kernel exited with code {code} before it listened")
+        connecting.result()
+
+    def _peer_lost(self) -> None:
+        """A channel closed: the kernel is exiting, or it broke the protocol (then end it)."""
+        if self._stopping or not self.alive:
+            return
+        task = asyncio.get_running_loop().create_task(self._end_if_still_running())
+        self._tasks.append(task)
+
+    async def _end_if_still_running(self, grace: float = 1.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await asyncio.shield(self.exited)
+                return  # it was exiting: the exit says why
+        if not self._stopping and self.alive:
+            log.warning("kernel %s broke its socket protocol; stopping it", self.id[:12])
+            self.kill()
 
     async def _confirm_ready(self) -> None:
         """Send kernel_info until one request has both its reply and its iopub status.
@@ -138,7 +241,8 @@ class Kernel:
         back-off, which would hold a ready kernel for up to 3 s.
         """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Message] | KernelExit] = asyncio.Queue()
+        shared = _Listener(None)  # every probe's messages land in one queue
+        queue = shared.queue
         seen: dict[str, set[str]] = {}
         wait = 0.2
         try:
@@ -147,7 +251,7 @@ class Kernel:
                     raise KernelStartFailed(f"kernel exited with code {self.exit.returncode}")
                 msg_id = self.send("shell", "kernel_info_request", {})
                 seen[msg_id] = set()
-                self._listeners[msg_id] = queue
+                self._listeners[msg_id] = shared
                 deadline = loop.time() + wait
                 with contextlib.suppress(TimeoutError):
                     while True:
@@ -155,6 +259,8 @@ class Kernel:
                             item = await queue.get()
                         if isinstance(item, KernelExit):
                             break
+                        if isinstance(item, Dropped):
+                            continue
                         channel, msg = item
                         parent = msg["parent_header"]["msg_id"]
                         seen[parent].add(channel)
@@ -171,8 +277,8 @@ class Kernel:
     def _seal_runtime_dir(self) -> None:
         """Once its sockets are bound, a sandboxed kernel may no longer change its runtime dir.
 
-        Otherwise it could swap a socket for a symlink and have ZMQ reconnect us to another
-        socket on the host. As root we take the directory back; the kernel keeps its sockets.
+        Otherwise it could swap a socket for a symlink to another socket on the host before
+        a later connection. As root we take the directory back; the kernel keeps its sockets.
         """
         path = self.slot.runtime_dir
         if os.geteuid() == 0 and path.stat().st_uid != 0:
@@ -189,15 +295,15 @@ class Kernel:
             log.warning("kernel %s died (exit code %s)", self.id[:12], code)
         if not self.exited.done():
             self.exited.set_result(self.exit)
-        for queue in self._listeners.values():
-            queue.put_nowait(self.exit)
+        for listener in self._listeners.values():
+            listener.queue.put_nowait(self.exit)
 
     async def stop(self, grace: float = 0.5) -> None:
         """Ask the kernel to exit, kill it after `grace` seconds, release its resources."""
         self._stopping = True
         proc = self.process
         if proc is not None and proc.returncode is None:
-            if grace > 0 and "control" in self._sockets:
+            if grace > 0 and "control" in self._peers:
                 with contextlib.suppress(Exception):
                     self.send("control", "shutdown_request", {"restart": False})
                     async with asyncio.timeout(grace):
@@ -218,21 +324,28 @@ class Kernel:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        loop = asyncio.get_running_loop()
-        for sock in self._sockets.values():
-            loop.remove_reader(sock.getsockopt(zmq.FD))
-            sock.close(linger=0)
-        self._sockets.clear()
+        for peer in self._peers.values():
+            peer.close()
+        self._peers.clear()
         if self.exit is None:
             self.exit = KernelExit(proc.returncode if proc else None, expected=True)
         if not self.exited.done():
             self.exited.set_result(self.exit)
-        for queue in self._listeners.values():
-            queue.put_nowait(self.exit)
+        for listener in self._listeners.values():
+            listener.queue.put_nowait(self.exit)
         with contextlib.suppress(Exception):
             await self.launcher.release(self.slot)
         await asyncio.to_thread(shutil.rmtree, self.slot.runtime_dir, True)
         log.info("kernel %s stopped", self.id[:12])
+
+    async def stop_strays(self) -> int:
+        """Stop every process the kernel's code started that still runs; how many."""
+        if not self.alive or not self.own_processes:
+            return 0
+        return await stop_processes(self.launcher, self.slot, self.own_processes)
+
+    def process_limit_hits(self) -> int:
+        return self.launcher.process_limit_hits(self.slot)
 
     def log_tail(self, limit: int = 2000) -> str:
         try:
@@ -245,18 +358,24 @@ class Kernel:
     def send(self, channel: str, msg_type: str, content: dict[str, Any]) -> str:
         """Send a request; return its msg_id. Listen to it before awaiting anything."""
         msg = self.session.msg(msg_type, content)
-        self.session.send(self._sockets[channel], msg)
-        # Sending reads ZMQ_EVENTS, which can consume the edge that would have woken the
-        # reader for a reply already waiting: look again (see `_drain`).
-        asyncio.get_running_loop().call_soon(self._drain, channel)
+        peer = self._peers.get(channel)
+        if peer is not None and not peer.closed:  # else the kernel is gone: its exit says so
+            peer.send(self.session.serialize(msg))
         return msg["header"]["msg_id"]
 
-    def listen(self, msg_id: str) -> asyncio.Queue[tuple[str, Message] | KernelExit]:
-        queue: asyncio.Queue[tuple[str, Message] | KernelExit] = asyncio.Queue()
+    def listen(
+        self,
+        msg_id: str,
+        budget: OutputBudget | None = None,
+        queue: asyncio.Queue[Item] | None = None,
+    ) -> asyncio.Queue[Item]:
+        """The messages caused by request `msg_id`, from now on (into `queue` when given,
+        which several requests may share); output past `budget` is dropped undecoded."""
+        listener = _Listener(budget, queue)
         if self.exit is not None:
-            queue.put_nowait(self.exit)
-        self._listeners[msg_id] = queue
-        return queue
+            listener.queue.put_nowait(self.exit)
+        self._listeners[msg_id] = listener
+        return listener.queue
 
     def unlisten(self, msg_id: str) -> None:
         self._listeners.pop(msg_id, None)
@@ -296,44 +415,58 @@ class Kernel:
                     item = await queue.get()
                     if isinstance(item, KernelExit):
                         raise KernelStartFailed("kernel exited during set-up")
-                    channel, msg = item
-                    if channel == "shell":
-                        return msg["content"]
+                    if isinstance(item, tuple) and item[0] == "shell":
+                        return item[1]["content"]
         finally:
             self.unlisten(msg_id)
 
-    def _drain(self, channel: str) -> None:
-        """Take every message waiting on a channel and route it by its parent msg_id.
+    def _on_message(self, channel: str, message: zmtp.Message) -> None:
+        """Route one received message to the listener of its parent request.
 
-        ZMQ_FD is edge-triggered and any operation on the socket (a send, reading
-        ZMQ_EVENTS) may consume the edge, so readiness is always re-checked through
-        ZMQ_EVENTS and the socket drained until it is empty. Awaiting `recv` on a zmq.asyncio
-        socket that another task sends on can miss its wakeup forever (pyzmq #2173): seen
-        here as kernels that answered but whose replies were never read.
+        The kernel is untrusted: anything that is not a well-formed, signed Jupyter message
+        reaches its listener (when one can be named) as `Dropped`, never as an exception.
         """
-        sock = self._sockets.get(channel)
-        if sock is None:
+        frames = message.frames
+        try:
+            parts = frames[frames.index(DELIM) + 1 :]
+        except ValueError:
+            parts = []
+        parent = _loads(parts[2]) if len(parts) > 2 else None
+        parent_id = parent.get("msg_id") if isinstance(parent, dict) else None
+        listener = self._listeners.get(parent_id) if isinstance(parent_id, str) else None
+        header = _loads(parts[1]) if len(parts) > 1 else None
+        msg_type = header.get("msg_type") if isinstance(header, dict) else None
+        msg_type = msg_type if isinstance(msg_type, str) else ""
+        size = sum(map(len, frames)) + message.dropped
+        if message.dropped or len(parts) < 5:
+            reason = "oversize" if message.dropped else "malformed"
+            log.warning(
+                "kernel %s: %s %s message (%d bytes) dropped", self.id[:12], reason, channel, size
+            )
+            if listener is not None:
+                listener.queue.put_nowait(Dropped(channel, msg_type, size, reason, parent_id))
             return
-        session = self.session
-        listeners = self._listeners
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                break
-            try:
-                _, parts = session.feed_identities(frames, copy=True)
-                msg = session.deserialize(parts, content=True, copy=True)
-                if channel == "iopub" and msg["msg_type"] == "stream":
-                    msg["raw_content"] = parts[4]  # the kernel's own JSON: see Run.pump
-            except Exception:
-                log.warning("kernel %s: undecodable %s message", self.id[:12], channel)
-                continue
-            parent = msg.get("parent_header", {}).get("msg_id")
-            queue = listeners.get(parent) if parent else None
-            if queue is not None:
-                queue.put_nowait((channel, msg))
-            else:
-                log.debug(
-                    "kernel %s: %s %s without listener", self.id[:12], channel, msg["msg_type"]
-                )
+        if listener is None:
+            log.debug("kernel %s: %s %s without listener", self.id[:12], channel, msg_type)
+            return
+        budget = listener.budget
+        if budget is not None and channel == "iopub" and msg_type in OUTPUT_TYPES:
+            budget.bytes -= sum(map(len, parts[4:]))
+            budget.messages -= 1
+            if budget.bytes < 0 or budget.messages < 0:
+                if not listener.spent:
+                    listener.spent = True
+                    listener.queue.put_nowait(Dropped(channel, msg_type, size, "budget", parent_id))
+                return
+        try:
+            msg = self.session.deserialize(parts, content=True, copy=True)
+        except Exception:  # bad signature, bad JSON, too deeply nested...
+            log.warning("kernel %s: undecodable %s %s message", self.id[:12], channel, msg_type)
+            listener.queue.put_nowait(Dropped(channel, msg_type, size, "malformed", parent_id))
+            return
+        if any(may_hold_surrogates(part) for part in parts[1:5]):
+            for key in ("header", "parent_header", "metadata", "content"):
+                msg[key] = clean(msg[key])
+        elif channel == "iopub" and msg_type == "stream":
+            msg["raw_content"] = parts[4]  # the kernel's own JSON: see `stream_members`
+        listener.queue.put_nowait((channel, msg))

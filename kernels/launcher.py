@@ -8,7 +8,9 @@ A `Launcher` turns a `KernelSlot` (the host paths one kernel needs) into a runni
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -88,6 +90,14 @@ class Launcher(Protocol):
         """Undo what start/claim set up on the host once the process is gone."""
         ...
 
+    def processes(self, slot: KernelSlot) -> set[int]:
+        """Host pids of every process of the kernel (the kernel, its wrappers, children)."""
+        ...
+
+    def process_limit_hits(self, slot: KernelSlot) -> int:
+        """How many times the kernel's process limit refused a fork (0 where unknown)."""
+        ...
+
 
 def default_kernel_python() -> str:
     """The kernel interpreter: the repo's `.kernel-venv` when built, else this Python."""
@@ -105,6 +115,72 @@ def startup_files() -> list[str]:
     return sorted(str(p) for p in STARTUP_DIR.glob("*.py") if not p.name.startswith("_"))
 
 
+def descendants(pid: int) -> set[int]:
+    """`pid` and every process below it, from `/proc/<pid>/task/*/children`.
+
+    A process that double-forks out of the tree is found only where the tree has an init
+    of its own (a sandbox's pid namespace) that adopts it.
+    """
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        if current in found:
+            continue
+        found.add(current)
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{current}/task/{tid}/children") as f:
+                    stack.extend(int(child) for child in f.read().split())
+            except OSError:
+                continue
+    return found
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    """CPU time used by `pids` and the children they reaped (from `/proc/<pid>/stat`)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / _TICKS
+
+
+def is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True  # gone
+
+
+async def stop_processes(launcher: Launcher, slot: KernelSlot, keep: set[int]) -> int:
+    """SIGKILL every process of the kernel not in `keep`, until none is left; return how
+    many were killed. A process forking as fast as it can is caught within a few rounds."""
+    killed: set[int] = set()
+    for _ in range(50):
+        extra = {p for p in launcher.processes(slot) - keep if not is_zombie(p)}
+        if not extra:
+            break
+        for pid in extra:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed |= extra
+        await asyncio.sleep(0.005)
+    return len(killed)
+
+
 class LocalLauncher:
     """Runs ipykernel as the server's own user, without isolation (`--no-sandbox`)."""
 
@@ -112,6 +188,7 @@ class LocalLauncher:
 
     def __init__(self, command: KernelCommand) -> None:
         self.command = command
+        self._pids: dict[str, int] = {}
 
     async def start(self, slot: KernelSlot) -> asyncio.subprocess.Process:
         home = slot.runtime_dir / "home"
@@ -120,7 +197,7 @@ class LocalLauncher:
         env = self.command.env(home=str(home), mplconfig=mpl_config_dir(self.command.python))
         env["JPY_PARENT_PID"] = str(os.getpid())  # ipykernel exits when the server is gone
         with open(slot.log_file, "ab") as log:  # noqa: ASYNC230 (tiny, local)
-            return await asyncio.create_subprocess_exec(
+            process = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
@@ -129,12 +206,21 @@ class LocalLauncher:
                 env=env,
                 start_new_session=True,
             )
+        self._pids[slot.kernel_id] = process.pid
+        return process
 
     async def claim(self, slot: KernelSlot, work_dir: Path) -> str:
         return str(work_dir)
 
     async def release(self, slot: KernelSlot) -> None:
-        return None
+        self._pids.pop(slot.kernel_id, None)
+
+    def processes(self, slot: KernelSlot) -> set[int]:
+        pid = self._pids.get(slot.kernel_id)
+        return descendants(pid) if pid is not None else set()
+
+    def process_limit_hits(self, slot: KernelSlot) -> int:
+        return 0
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -15,7 +15,11 @@ Event = dict[str, Any]
 Output = dict[str, Any]
 
 TRUNCATION_MARKER = "\n[output truncated: {what} exceeded {limit} bytes for this execution]\n"
+COUNT_MARKER = "\n[output truncated: more than {limit} outputs for this execution]\n"
 TRACEBACK_LIMIT = 64 * 1024
+# What one event costs besides its payload (framing, seq, id, the store's row): an empty
+# display counts, so a loop of them is held by the byte cap as well as the count cap.
+EVENT_OVERHEAD = 64
 
 
 def _bundle_size(data: dict[str, Any]) -> int:
@@ -37,42 +41,99 @@ def event_size(event: Event) -> int:
     return 0
 
 
-def event_from_message(msg_type: str, content: dict[str, Any]) -> Event | None:
-    """Map one iopub message to a client event, or None for messages clients don't see."""
+class MalformedMessage(ValueError):
+    """A kernel message of a known type whose content does not have that type's shape."""
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise MalformedMessage(f"{what} is not a string")
+    return value
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise MalformedMessage(f"{what} is not an object")
+    return value
+
+
+def _bundle(value: Any) -> dict[str, Any]:
+    """A MIME bundle as nbformat allows it: text (or lines of text); any JSON for */json."""
+    data = _mapping(value, "data")
+    for mime, item in data.items():
+        if isinstance(item, str):
+            continue
+        if isinstance(item, list) and all(isinstance(line, str) for line in item):
+            continue
+        if mime.endswith("json") and isinstance(item, dict | list):
+            continue
+        raise MalformedMessage(f"data[{mime[:40]!r}] is not text")
+    return data
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def event_from_message(msg_type: str, content: Any) -> Event | None:
+    """Map one iopub message to a client event, or None for messages clients don't see.
+
+    The kernel is untrusted: a known message type whose content is off raises
+    `MalformedMessage` rather than letting a bad value travel on into events and cells.
+    """
+    if msg_type not in _OUTPUT_MESSAGES:
+        return None
+    content = _mapping(content, "content")
     if msg_type == "stream":
-        return {"type": "stream", "name": content["name"], "text": content["text"]}
+        name = content.get("name")
+        if name not in ("stdout", "stderr"):
+            raise MalformedMessage("stream name is not stdout or stderr")
+        return {"type": "stream", "name": name, "text": _text(content.get("text"), "text")}
     if msg_type in ("display_data", "update_display_data"):
         event: Event = {
             "type": "display",
-            "data": content.get("data", {}),
-            "metadata": content.get("metadata", {}),
+            "data": _bundle(content.get("data", {})),
+            "metadata": _mapping(content.get("metadata", {}), "metadata"),
         }
-        display_id = content.get("transient", {}).get("display_id")
+        transient = _mapping(content.get("transient") or {}, "transient")
+        display_id = transient.get("display_id")
         if display_id:
-            event["display_id"] = display_id
+            event["display_id"] = _text(display_id, "display_id")
         if msg_type == "update_display_data":
             event["update"] = True
         return event
     if msg_type == "execute_result":
         return {
             "type": "result",
-            "execution_count": content.get("execution_count"),
-            "data": content.get("data", {}),
-            "metadata": content.get("metadata", {}),
+            "execution_count": _count(content.get("execution_count")),
+            "data": _bundle(content.get("data", {})),
+            "metadata": _mapping(content.get("metadata", {}), "metadata"),
         }
     if msg_type == "error":
-        traceback = list(content.get("traceback", []))
-        while traceback and sum(map(len, traceback)) > TRACEBACK_LIMIT:
-            traceback.pop(0)
-        return {
-            "type": "error",
-            "ename": content.get("ename", ""),
-            "evalue": content.get("evalue", ""),
-            "traceback": traceback,
-        }
-    if msg_type == "clear_output":
-        return {"type": "clear_output", "wait": bool(content.get("wait", False))}
-    return None
+        return error_event(
+            content.get("ename", ""), content.get("evalue", ""), content.get("traceback", [])
+        )
+    return {"type": "clear_output", "wait": bool(content.get("wait", False))}
+
+
+_OUTPUT_MESSAGES = frozenset(
+    {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output"}
+)
+
+
+def error_event(ename: Any, evalue: Any, traceback: Any = ()) -> Event:
+    """An `error` event; the kernel's fields are checked and its traceback bounded."""
+    lines = list(traceback) if isinstance(traceback, list | tuple) else []
+    if not all(isinstance(line, str) for line in lines):
+        raise MalformedMessage("traceback is not a list of strings")
+    while lines and sum(map(len, lines)) > TRACEBACK_LIMIT:
+        lines.pop(0)
+    return {
+        "type": "error",
+        "ename": _text(ename, "ename"),
+        "evalue": _text(evalue, "evalue"),
+        "traceback": lines,
+    }
 
 
 def output_from_event(event: Event) -> Output | None:
@@ -132,7 +193,9 @@ class OutputCollector:
 
     client_cap: int
     text_cap: int
+    max_events: int = 20_000
     _outputs: list[Output] = field(default_factory=list)
+    events: int = 0
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     sent_bytes: int = 0
@@ -153,36 +216,59 @@ class OutputCollector:
         self._seal_stream()
         return self._outputs
 
+    def take_outputs(self) -> list[Output]:
+        """The outputs gathered since the last call, handed over and forgotten (the caps'
+        counts stay). Displays updated later by id are no longer in reach."""
+        outputs = self.outputs
+        self._outputs = []
+        self._display_index.clear()
+        return outputs
+
     def _seal_stream(self) -> None:
         if self._stream_parts:
             self._outputs[-1]["text"] = "".join(self._stream_parts)
             self._stream_parts = []
 
     def accept(self, event: Event) -> list[Event]:
-        """Record `event`; return the events to send to clients (capped, maybe with marker)."""
-        size = event_size(event)
-        if self.truncated and event["type"] != "error":
+        """Record `event`; return the events to send to clients (capped, maybe with marker).
+
+        Two caps, both per execution: bytes (payload plus `EVENT_OVERHEAD` each) and the
+        number of events. Errors always pass, so a failure stays visible.
+        """
+        if event["type"] == "error":
+            self.events += 1
+            self._apply(event)
+            return [event]
+        if self.truncated:
             return []
-        if self.sent_bytes + size > self.client_cap and event["type"] != "error":
-            self.truncated = True
+        size = event_size(event) + EVENT_OVERHEAD
+        if self.events >= self.max_events:
+            return [self.truncate(COUNT_MARKER.format(limit=self.max_events))]
+        if self.sent_bytes + size > self.client_cap:
             sent = []
-            room = self.client_cap - self.sent_bytes
+            room = self.client_cap - self.sent_bytes - EVENT_OVERHEAD
             if event["type"] == "stream" and room > 0:
                 head = {**event, "text": event["text"][:room]}
-                self.sent_bytes += room
+                self.sent_bytes += room + EVENT_OVERHEAD
+                self.events += 1
                 self._apply(head)
                 sent.append(head)
-            marker = {
-                "type": "stream",
-                "name": event["name"] if event["type"] == "stream" else "stderr",
-                "text": TRUNCATION_MARKER.format(what="output", limit=self.client_cap),
-            }
-            self._apply(marker)
-            sent.append(marker)
+            name = event["name"] if event["type"] == "stream" else "stderr"
+            sent.append(
+                self.truncate(TRUNCATION_MARKER.format(what="output", limit=self.client_cap), name)
+            )
             return sent
         self.sent_bytes += size
+        self.events += 1
         self._apply(event)
         return [event]
+
+    def truncate(self, text: str, name: str = "stderr") -> Event:
+        """Stop taking output; return the marker event that says so (recorded once)."""
+        self.truncated = True
+        marker = {"type": "stream", "name": name, "text": text}
+        self._apply(marker)
+        return marker
 
     def _apply(self, event: Event) -> None:
         kind = event["type"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .boot_gate import BACKGROUND, URGENT, BootGate
 from .errors import KernelStartFailed
-from .kernel import Kernel, KernelExit
+from .kernel import DEFAULT_MAX_MESSAGE_BYTES, Kernel, KernelExit
 from .launcher import Launcher
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,13 @@ class KernelPool:
         start_timeout: float = 60,
         refill_delay: float = 0.5,
         max_starting: int = 0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.launcher = launcher
         self.runtime_root = runtime_root
         self.warm_size = warm_size
         self.start_timeout = start_timeout
+        self.max_message_bytes = max_message_bytes
         self._warm: deque[Kernel] = deque()
         self._live: set[Kernel] = set()
         self._refill_task: asyncio.Task[None] | None = None
@@ -112,7 +114,7 @@ class KernelPool:
                     item = await queue.get()
                     if isinstance(item, KernelExit):
                         return
-                    if item[0] == "shell":
+                    if isinstance(item, tuple) and item[0] == "shell":
                         reply = item[1]["content"]
         except TimeoutError:
             pass
@@ -171,7 +173,9 @@ class KernelPool:
         if self._closed:
             raise KernelStartFailed("server is shutting down")
         self.runtime_root.mkdir(parents=True, exist_ok=True)
-        kernel = await Kernel.start(self.launcher, self.runtime_root, self.start_timeout)
+        kernel = await Kernel.start(
+            self.launcher, self.runtime_root, self.start_timeout, self.max_message_bytes
+        )
         if self._closed:
             await kernel.stop(grace=0)
             raise KernelStartFailed("server is shutting down")

@@ -37,6 +37,7 @@ from kernels.launcher import (
     Launcher,
     LocalLauncher,
     default_kernel_python,
+    descendants,
     startup_files,
 )
 from kernels.uids import UidPool, processes_by_uid
@@ -49,6 +50,7 @@ SANDBOX_STARTUP = "/opt/kernel/startup"  # kernels/startup, read-only
 STATE_SUFFIX = ".sandbox"  # state dir beside runtime_root: slot dirs, per-kernel /etc files
 PASS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # host CPU quirks the kernel must keep
 TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+NPROC_SLACK = 16  # RLIMIT_NPROC above the pids cgroup limit: the cgroup refuses first
 # Joins the cgroups named before "--", then becomes the rest of the command line.
 JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 97; shift; done; shift; exec "$@"'
 # User mode, inside the extra namespace: make the slot dir a shared mount, then run bwrap.
@@ -261,6 +263,18 @@ class SandboxLauncher:
         kernel = self._kernels.get(slot.kernel_id)
         return bool(kernel and kernel.cgroup and kernel.cgroup.oom_kills())
 
+    def processes(self, slot: KernelSlot) -> set[int]:
+        kernel = self._kernels.get(slot.kernel_id)
+        if kernel is None or kernel.process is None:
+            return set()
+        if kernel.cgroup is not None and "pids" in kernel.cgroup.paths:
+            return kernel.cgroup.pids()
+        return descendants(kernel.process.pid)
+
+    def process_limit_hits(self, slot: KernelSlot) -> int:
+        kernel = self._kernels.get(slot.kernel_id)
+        return kernel.cgroup.pids_limit_hits() if kernel and kernel.cgroup else 0
+
     def cpu_throttled(self, slot: KernelSlot) -> int:
         """CPU periods in which the quota held this kernel back (0 without a cpu cgroup)."""
         kernel = self._kernels.get(slot.kernel_id)
@@ -330,7 +344,10 @@ class SandboxLauncher:
 
         limits = [f"--fsize={p.file_size_bytes}", f"--nofile={p.open_files}", "--core=0"]
         if self.privileged:  # nproc counts per host uid: only meaningful with our own uid
-            limits.append(f"--nproc={p.pids_max}")
+            # With a pids cgroup, it is the limit that refuses a fork (and counts it in
+            # pids.events, so the session can replace the kernel); nproc is the fallback.
+            has_pids = kernel.cgroup is not None and "pids" in kernel.cgroup.paths
+            limits.append(f"--nproc={p.pids_max + NPROC_SLACK if has_pids else p.pids_max}")
             drop = [t["setpriv"], f"--reuid={kernel.uid}", f"--regid={kernel.uid}"]
             inner = [*drop, "--clear-groups", "--no-new-privs", "--", *bw]
         else:

@@ -3,8 +3,11 @@
 Executions run one at a time in arrival order on a worker task. Each is bounded by a
 timeout: on expiry the kernel is interrupted (message mode), and replaced if it does not
 answer within a grace period. A kernel that dies is noticed when its process exits; the
-running execution ends with an error naming the death and the next one gets a fresh kernel
-with `kernel_restarted: true`.
+running execution ends with an error naming the death. When an execution ends, every
+process it started that still runs is stopped, and a kernel whose code hit the process limit
+is replaced. An execution reports `kernel_restarted: true` whenever it runs on another
+kernel than the session's previous execution did (a restart, a death, a timeout, culling, a
+server restart).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .disk_guard import DiskGuard
 from .errors import KernelError, QueueFull, SessionClosed
 from .events import EventLog
 from .execution import (
@@ -32,13 +36,26 @@ from .execution import (
     StartHook,
     describe_exit,
 )
-from .kernel import Kernel, KernelExit
-from .outputs import OutputCollector
+from .kernel import Kernel, KernelExit, OutputBudget
+from .late import LateOutput
+from .launcher import cpu_seconds
+from .outputs import OutputCollector, error_event
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .pool import KernelPool
 
-__all__ = ["Cell", "EventSink", "Execution", "KernelSession", "Limits", "SessionState", "Started"]
+__all__ = [
+    "Cell",
+    "EventSink",
+    "Execution",
+    "KernelSession",
+    "Limits",
+    "Resume",
+    "SessionState",
+    "Started",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +74,30 @@ class Limits:
     default_timeout: float = 60
     max_timeout: float = 600
     interrupt_grace: float = 3
-    disk_check_interval: float = 1.0  # how often a running execution's disk use is checked
+    disk_check_interval: float = 1.0  # how often a busy kernel's disk use is checked
     client_cap: int = 10_000_000
+    max_events: int = 20_000
     text_cap: int = 100_000
     max_queue: int = 100
     replay_events: int = 10_000
     replay_bytes: int = 32_000_000
     subscriber_bytes: int = 64_000_000
+    max_message_bytes: int = 16 << 20
+    stop_strays: bool = True  # stop the processes an execution leaves running
+
+    def budget(self) -> OutputBudget:
+        """What an execution may put in the server's memory before its output is dropped
+        unread: its caps, with room for encoding (UTF-8, JSON escapes) and one message."""
+        return OutputBudget(4 * self.client_cap + self.max_message_bytes, self.max_events + 1)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a new session continues an earlier one of the same user (from the store)."""
+
+    last_seq: int = 0
+    sink: EventSink | None = None
+    last_kernel_id: str = ""
 
 
 class KernelSession:
@@ -76,8 +110,8 @@ class KernelSession:
         work_dir: Path,
         pool: KernelPool,
         limits: Limits,
-        last_seq: int = 0,
-        sink: EventSink | None = None,
+        resume: Resume = Resume(),
+        file_watch: FileWatch | None = None,
     ) -> None:
         self.tenant = tenant
         self.user = user
@@ -89,19 +123,37 @@ class KernelSession:
         self.last_activity = self.created
         self.execution_count = 0
         self.kernel: Kernel | None = None
+        self.last_kernel_id = resume.last_kernel_id  # the kernel of the previous execution
         self.events = EventLog(
-            limits.replay_events, limits.replay_bytes, limits.subscriber_bytes, last_seq, sink
+            limits.replay_events,
+            limits.replay_bytes,
+            limits.subscriber_bytes,
+            resume.last_seq,
+            resume.sink,
         )
         self.cell_hooks: list[CellHook] = []
         self.start_hooks: list[StartHook] = []
-        self.file_watch: FileWatch | None = None
-        self._kernel_lost = False
+        self.outputs_hooks: list[Callable[[KernelSession, str, list[dict[str, Any]]], None]] = []
+        self.file_watch = file_watch
+        self._late: LateOutput | None = None
+        self._last_exec_id: str | None = None
         self._kernel_lock = asyncio.Lock()
         self._queue: asyncio.Queue[Execution] = asyncio.Queue()
         self._running: Execution | None = None
         self._run_state: Run | None = None
-        self._worker = asyncio.get_running_loop().create_task(
-            self._work(), name=f"session-{tenant}/{user}"
+        self._run_scope: asyncio.Timeout | None = None
+        loop = asyncio.get_running_loop()
+        self._worker = loop.create_task(self._work(), name=f"session-{tenant}/{user}")
+        self._disk = (
+            DiskGuard(
+                file_watch,
+                self._kernel_cpu,
+                self._disk_overrun,
+                limits.disk_check_interval,
+                name=f"disk-{tenant}/{user}",
+            )
+            if file_watch is not None
+            else None
         )
 
     def __repr__(self) -> str:
@@ -136,7 +188,9 @@ class KernelSession:
             except KernelError:
                 self._set_state(SessionState.DEAD)
                 raise
+            await self._forget_late()
             self.kernel = kernel
+            self._late = LateOutput(kernel, self._publish, self._outputs_added)
             asyncio.get_running_loop().create_task(
                 self._watch(kernel), name=f"watch-{kernel.id[:12]}"
             )
@@ -180,12 +234,7 @@ class KernelSession:
 
     async def restart(self) -> None:
         """Replace the kernel with a fresh one; a running execution ends as `aborted`."""
-        self._set_state(SessionState.RESTARTING)
-        old = self.kernel
-        self.kernel = None
-        self._kernel_lost = True
-        if old is not None:
-            await self.pool.discard(old)
+        await self._drop_kernel(SessionState.RESTARTING)
         await self.ensure_kernel()
 
     async def close(self) -> None:
@@ -197,25 +246,16 @@ class KernelSession:
         self._worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._worker
+        if self._disk is not None:
+            await self._disk.close()
         while not self._queue.empty():
             pending.append(self._queue.get_nowait())
         for execution in pending:
             if not execution.done.done():
-                collector = OutputCollector(self.limits.client_cap, self.limits.text_cap)
                 execution.done.set_result(
-                    Cell(
-                        execution.id,
-                        execution.code,
-                        "aborted",
-                        None,
-                        time.time(),
-                        0.0,
-                        False,
-                        collector,
-                        0,
-                        cell_id=execution.cell_id,
-                    )
+                    Cell.aborted(execution, self._collector(), self.last_kernel_id)
                 )
+        await self._forget_late()
         if self.kernel is not None:
             kernel, self.kernel = self.kernel, None
             await self.pool.discard(kernel)
@@ -238,6 +278,55 @@ class KernelSession:
         self.state = state
         self._publish({"type": "status", "state": str(state)}, exec_id)
 
+    def _collector(self) -> OutputCollector:
+        limits = self.limits
+        return OutputCollector(limits.client_cap, limits.text_cap, max_events=limits.max_events)
+
+    def _outputs_added(self, cell_id: str, outputs: list[dict[str, Any]]) -> None:
+        for hook in self.outputs_hooks:
+            try:
+                hook(self, cell_id, outputs)
+            except Exception:
+                log.exception("outputs hook failed for %s/%s", self.tenant, self.user)
+
+    async def _forget_late(self) -> None:
+        if self._late is not None:
+            late, self._late = self._late, None
+            await late.close()
+
+    async def _drop_kernel(self, state: SessionState, exec_id: str | None = None) -> None:
+        """Discard the kernel (the next execution gets a fresh one)."""
+        self._set_state(state, exec_id)
+        old, self.kernel = self.kernel, None
+        await self._forget_late()
+        if old is not None:
+            await self.pool.discard(old)
+
+    def _kernel_cpu(self) -> float | None:
+        """CPU time of the kernel's processes (for the disk guard); None without a kernel."""
+        kernel = self.kernel
+        if kernel is None or not kernel.alive:
+            return None
+        return cpu_seconds(kernel.launcher.processes(kernel.slot))
+
+    def _disk_overrun(self, reason: str) -> None:
+        """The work dir is over quota and growing: stop what writes."""
+        log.warning("%r: %s", self, reason)
+        run, scope = self._run_state, self._run_scope
+        if run is not None and scope is not None:
+            run.overrun = reason  # stopped as a timeout would stop it
+            scope.reschedule(asyncio.get_running_loop().time())
+            return
+        if self.kernel is None:
+            return
+        # Nothing runs: a thread or a process of an earlier execution is writing.
+        if self._last_exec_id is not None:
+            event = error_event("DiskQuotaExceeded", f"{reason}; the kernel was replaced")
+            self._publish({**event, "late": True}, self._last_exec_id)
+        asyncio.get_running_loop().create_task(
+            self._drop_kernel(SessionState.RESTARTING), name="disk-replace"
+        )
+
     async def _watch(self, kernel: Kernel) -> None:
         exit_ = await kernel.exited
         if exit_.expected or self.kernel is not kernel:
@@ -248,7 +337,6 @@ class KernelSession:
     def _kernel_died(self, kernel: Kernel, exit_: KernelExit, exec_id: str | None = None) -> None:
         if self.kernel is kernel:
             self.kernel = None
-        self._kernel_lost = True
         self._set_state(SessionState.DEAD, exec_id)
         asyncio.get_running_loop().create_task(self.pool.discard(kernel), name="discard-dead")
 
@@ -266,6 +354,8 @@ class KernelSession:
             finally:
                 self._running = None
                 self._run_state = None
+                self._run_scope = None
+            self._last_exec_id = execution.id
             if not execution.done.done():
                 execution.done.set_result(cell)
             for hook in self.cell_hooks:
@@ -275,76 +365,56 @@ class KernelSession:
                     log.exception("cell hook failed for %s/%s", self.tenant, self.user)
 
     def _failed(self, execution: Execution, exc: Exception) -> Cell:
-        collector = OutputCollector(self.limits.client_cap, self.limits.text_cap)
+        collector = self._collector()
         seq = self.events.last_seq + 1
-        error = {"type": "error", "ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
-        for event in collector.accept(error):
+        for event in collector.accept(error_event(type(exc).__name__, str(exc))):
             self._publish(event, execution.id)
-        cell = Cell(
-            execution.id,
-            execution.code,
-            "error",
-            None,
-            time.time(),
-            0.0,
-            self._kernel_lost,
-            collector,
-            seq,
-            cell_id=execution.cell_id,
-        )
+        cell = Cell.aborted(execution, collector, self.last_kernel_id, "error", seq)
         if self.state is not SessionState.DEAD:
             self._set_state(SessionState.IDLE, execution.id)
-        cell.last_seq = self._publish(self._done_event(cell), execution.id)
+        cell.last_seq = self._publish(cell.done_event(), execution.id)
         return cell
 
     async def _run(self, execution: Execution) -> Cell:
         self.last_activity = time.time()
         kernel = await self.ensure_kernel()
-        restarted, self._kernel_lost = self._kernel_lost, False
-        collector = OutputCollector(self.limits.client_cap, self.limits.text_cap)
+        restarted = bool(self.last_kernel_id) and kernel.id != self.last_kernel_id
+        self.last_kernel_id = kernel.id
+        collector = self._collector()
+        budget = self.limits.budget()
         started, t0 = time.time(), time.perf_counter()
         first_seq = self.events.last_seq + 1
         self._set_state(SessionState.BUSY, execution.id)
-        run = Run(self, execution.id, collector, kernel)
+        run = Run(self._publish, execution.id, collector, kernel)
         self._run_state = run
         before = await self.file_watch.snapshot() if self.file_watch else None
+        forks_refused = kernel.process_limit_hits()
         msg_id = kernel.execute(execution.code)
-        queue = kernel.listen(msg_id)
+        queue = kernel.listen(msg_id, budget)
         info = Started(
             execution.cell_id, execution.id, execution.code, kernel.id, first_seq, started
         )
         for hook in self.start_hooks:
             hook(self, info)
-        try:
-            try:
-                status = await self._pump_guarded(run, queue, before, execution.timeout)
-            except TimeoutError:
-                status = "timeout"
-                kernel.interrupt()
-                try:
-                    async with asyncio.timeout(self.limits.interrupt_grace):
-                        await run.pump(queue)
-                except TimeoutError:
-                    log.warning("%r: kernel ignored interrupt after timeout; replacing", self)
-                    self._set_state(SessionState.RESTARTING, execution.id)
-                    self.kernel = None
-                    self._kernel_lost = True
-                    await self.pool.discard(kernel)
-        finally:
-            kernel.unlisten(msg_id)
-            run.finish()
-        if run.overrun:  # the guard stopped it (or it ended as the guard fired)
+        status = await self._pump_in_time(run, queue, execution)
+        run.finish()
+        if run.overrun:  # the disk guard stopped it (or it ended as the guard fired)
             status = "error"
-            stop = {"type": "error", "ename": "DiskQuotaExceeded", "evalue": run.overrun}
-            for event in collector.accept({**stop, "traceback": []}):
-                self._publish(event, execution.id)
+            run.emit(error_event("DiskQuotaExceeded", run.overrun))
+        if kernel is self.kernel and kernel.alive:
+            await self._after_execution(kernel, run, forks_refused)
+            if run.overrun is None and kernel is not self.kernel:
+                status = "error"  # replaced for its process limit
+        if kernel is self.kernel and kernel.alive and self._late is not None:
+            self._late.adopt(msg_id, execution.id, execution.cell_id, collector, budget)
+            while not queue.empty():  # what arrived since the pump ended is late output
+                self._late.queue.put_nowait(queue.get_nowait())
+        else:
+            kernel.unlisten(msg_id)
         files = await self._announce_files(before, execution.id)
         if run.exit is not None and not run.exit.expected:
             status = "error"
-            reason = describe_exit(run.exit.returncode, run.exit.oom)
-            death = {"type": "error", "ename": "KernelDied", "evalue": reason, "traceback": []}
-            for event in collector.accept(death):
-                self._publish(event, execution.id)
+            run.emit(error_event("KernelDied", describe_exit(run.exit.returncode, run.exit.oom)))
             self._kernel_died(kernel, run.exit, execution.id)
         elif run.exit is not None:
             status = "aborted"
@@ -367,37 +437,47 @@ class KernelSession:
         self.last_activity = time.time()
         if self.kernel is not None and self.kernel.alive and self._queue.empty():
             self._set_state(SessionState.IDLE, execution.id)
-        cell.last_seq = self._publish(self._done_event(cell), execution.id)
+        cell.last_seq = self._publish(cell.done_event(), execution.id)
         return cell
 
-    async def _pump_guarded(
-        self, run: Run, queue: asyncio.Queue[Any], before: Any, timeout: float
-    ) -> str:
-        """The execution's pump under its timeout and the disk guard (either: TimeoutError)."""
-        async with asyncio.timeout(timeout) as scope:
-            if self.file_watch is None:
+    async def _pump_in_time(self, run: Run, queue: asyncio.Queue[Any], execution: Execution) -> str:
+        """The execution's pump under its timeout (which the disk guard may bring forward);
+        on expiry the kernel is interrupted, and replaced if it ignores that."""
+        try:
+            async with asyncio.timeout(execution.timeout) as scope:
+                self._run_scope = scope
                 return await run.pump(queue)
-            guard = asyncio.create_task(self._guard_disk(run, before, scope))
-            try:
-                return await run.pump(queue)
-            finally:
-                guard.cancel()
+        except TimeoutError:
+            pass
+        finally:
+            self._run_scope = None
+        kernel = run.kernel
+        kernel.interrupt()
+        try:
+            async with asyncio.timeout(self.limits.interrupt_grace):
+                await run.pump(queue)
+        except TimeoutError:
+            log.warning("%r: kernel ignored interrupt after timeout; replacing", self)
+            if kernel is self.kernel:
+                await self._drop_kernel(SessionState.RESTARTING, execution.id)
+        return "timeout"
 
-    async def _guard_disk(self, run: Run, before: Any, scope: asyncio.Timeout) -> None:
-        """Stop the execution (as a timeout would) once it keeps filling an over-quota disk."""
-        assert self.file_watch is not None
-        while True:
-            await asyncio.sleep(self.limits.disk_check_interval)
-            try:
-                reason = await self.file_watch.overrun(before)
-            except Exception:
-                log.exception("%r: could not check disk use", self)
-                continue
-            if reason:
-                log.warning("%r: stopping an execution: %s", self, reason)
-                run.overrun = reason
-                scope.reschedule(asyncio.get_running_loop().time())
-                return
+    async def _after_execution(self, kernel: Kernel, run: Run, forks_refused: int) -> None:
+        """Stop what the execution left running; replace a kernel that hit its process
+        limit (a fork storm leaves copies of the kernel that the limit keeps alive)."""
+        if self.limits.stop_strays:
+            stopped = await kernel.stop_strays()
+            if stopped:
+                log.info("%r: stopped %d processes the execution left running", self, stopped)
+        if kernel.process_limit_hits() > forks_refused:
+            run.emit(
+                error_event(
+                    "ProcessLimitExceeded",
+                    "the code started more processes or threads than the kernel's limit; "
+                    "the kernel was replaced and variables from before are gone",
+                )
+            )
+            await self._drop_kernel(SessionState.RESTARTING, run.exec_id)
 
     async def _announce_files(self, before: Any, exec_id: str) -> list[dict[str, Any]]:
         if self.file_watch is None:
@@ -410,14 +490,3 @@ class KernelSession:
         for change in files:
             self._publish({"type": "file", **change}, exec_id)
         return files
-
-    @staticmethod
-    def _done_event(cell: Cell) -> dict[str, Any]:
-        return {
-            "type": "done",
-            "status": cell.status,
-            "execution_count": cell.execution_count,
-            "duration_ms": round(cell.duration_ms, 3),
-            "kernel_restarted": cell.kernel_restarted,
-            "truncated": cell.collector.truncated,
-        }

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from .errors import CapacityExceeded, SessionNotFound
 from .pool import KernelPool
-from .session import CellHook, EventSink, FileWatch, KernelSession, Limits, StartHook
+from .session import CellHook, FileWatch, KernelSession, Limits, Resume, StartHook
 
 SessionHook = Callable[[KernelSession], Awaitable[None]]
-# (tenant, user) -> (the seq numbering continues from, a durable sink for events)
-EventSetup = Callable[[str, str], Awaitable[tuple[int, EventSink | None]]]
+# (tenant, user) -> where a new session continues the user's earlier ones
+ResumeFor = Callable[[str, str], Awaitable[Resume]]
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,18 @@ class SessionRegistry:
         limits: Limits,
         work_dir_for: Callable[[str, str], Path],
         max_sessions: int = 100,
+        max_sessions_per_tenant: int = 0,
     ) -> None:
         self.pool = pool
         self.limits = limits
         self.work_dir_for = work_dir_for
         self.max_sessions = max_sessions
+        self.max_per_tenant = max_sessions_per_tenant or max_sessions
         self.cell_hooks: list[CellHook] = []
         self.session_hooks: list[SessionHook] = []  # after a session is created or closed
         self.start_hooks: list[StartHook] = []
-        self.event_setup: EventSetup | None = None
+        self.outputs_hooks: list = []  # late output appended to a finished cell
+        self.resume_for: ResumeFor | None = None
         self.file_watch_for: Callable[[str, str], FileWatch] | None = None
         self._sessions: dict[Key, KernelSession] = {}
         self._creating: dict[Key, asyncio.Future[KernelSession]] = {}
@@ -64,29 +67,30 @@ class SessionRegistry:
     async def ensure(self, tenant: str, user: str) -> tuple[KernelSession, bool]:
         """The user's session, creating it (and claiming a kernel) if needed."""
         key = (tenant, user)
-        session = self._sessions.get(key)
-        if session is not None:
-            return session, False
-        pending = self._creating.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending), False
-        if len(self._sessions) + len(self._creating) >= self.max_sessions:
-            raise CapacityExceeded(f"the server's limit of {self.max_sessions} sessions is reached")
+        while True:  # reclaiming a slot awaits: look again afterwards
+            session = self._sessions.get(key)
+            if session is not None:
+                return session, False
+            pending = self._creating.get(key)
+            if pending is not None:
+                return await asyncio.shield(pending), False
+            if not await self._make_room(tenant):
+                break
         future: asyncio.Future[KernelSession] = asyncio.get_running_loop().create_future()
         self._creating[key] = future
         try:
             work_dir = self.work_dir_for(tenant, user)
             work_dir.mkdir(parents=True, exist_ok=True)
-            last_seq, sink = 0, None
-            if self.event_setup is not None:
-                last_seq, sink = await self.event_setup(tenant, user)
+            resume = Resume()
+            if self.resume_for is not None:
+                resume = await self.resume_for(tenant, user)
+            watch = self.file_watch_for(tenant, user) if self.file_watch_for else None
             session = KernelSession(
-                tenant, user, work_dir, self.pool, self.limits, last_seq=last_seq, sink=sink
+                tenant, user, work_dir, self.pool, self.limits, resume=resume, file_watch=watch
             )
             session.cell_hooks.extend(self.cell_hooks)
             session.start_hooks.extend(self.start_hooks)
-            if self.file_watch_for is not None:
-                session.file_watch = self.file_watch_for(tenant, user)
+            session.outputs_hooks.extend(self.outputs_hooks)
             self._sessions[key] = session
             try:
                 await session.ensure_kernel()
@@ -105,6 +109,37 @@ class SessionRegistry:
             raise
         finally:
             self._creating.pop(key, None)
+
+    def _count(self, tenant: str | None = None) -> int:
+        keys = [*self._sessions, *self._creating]
+        return len(keys) if tenant is None else sum(1 for t, _ in keys if t == tenant)
+
+    async def _make_room(self, tenant: str) -> bool:
+        """False when there is room under both caps; else reclaim the least recently used
+        idle session (of the tenant when the tenant's cap is reached) and return True. So
+        one tenant cannot lock the others out, and a full server serves a new user rather
+        than keep an idle one."""
+        tenant_full = self._count(tenant) >= self.max_per_tenant
+        if not tenant_full and self._count() < self.max_sessions:
+            return False
+        victim = self._least_recently_used_idle(tenant if tenant_full else None)
+        if victim is None:
+            scope = f"tenant {tenant!r}'s" if tenant_full else "the server's"
+            limit = self.max_per_tenant if tenant_full else self.max_sessions
+            raise CapacityExceeded(
+                f"{scope} limit of {limit} sessions is reached and all of them are busy"
+            )
+        log.info("reclaiming idle session %s/%s for a new one", *victim)
+        await self.close(*victim)
+        return True
+
+    def _least_recently_used_idle(self, tenant: str | None) -> Key | None:
+        idle = [
+            (bool(s.events.subscriber_count), s.last_activity, key)
+            for key, s in self._sessions.items()
+            if not s.busy and (tenant is None or key[0] == tenant)
+        ]
+        return min(idle)[2] if idle else None
 
     async def close(self, tenant: str, user: str) -> None:
         session = self._sessions.pop((tenant, user), None)

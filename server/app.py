@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -89,7 +90,11 @@ def launcher_for(settings: Settings) -> Launcher:
         sandbox=settings.sandbox == "on",
         runtime_root=settings.runtime_dir,
         policy=sandbox_policy(settings),
-        command=KernelCommand(settings.kernel_python or default_kernel_python()),
+        command=KernelCommand(
+            settings.kernel_python or default_kernel_python(),
+            # the kernel drops stream text past this before buffering it (startup code)
+            extra_env={"KSS_OUTPUT_CAP_BYTES": str(settings.output_cap_bytes)},
+        ),
     )
 
 
@@ -101,6 +106,7 @@ def _record(session: KernelSession) -> SessionRecord:
         last_activity=session.last_activity,
         execution_count=session.execution_count,
         state=str(session.state),
+        kernel_id=session.last_kernel_id,
     )
 
 
@@ -110,6 +116,10 @@ class AreaWatch:
     def __init__(self, area: FileArea, user: str) -> None:
         self.area = area
         self.user = user
+        self.quota = area.quota
+
+    async def usage(self) -> int:
+        return await asyncio.to_thread(self.area.usage)
 
     async def snapshot(self) -> Any:
         return await self.area.asnapshot()
@@ -119,9 +129,6 @@ class AreaWatch:
             {"name": c.name, "size": c.size, "event": c.event, "url": file_url(self.user, c.name)}
             for c in await self.area.achanges_since(before)
         ]
-
-    async def overrun(self, before: Any) -> str | None:
-        return await self.area.aoverrun(before)
 
 
 @contextlib.asynccontextmanager
@@ -141,28 +148,37 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         warm_size=settings.pool_size,
         max_starting=settings.max_starting_kernels,
         start_timeout=settings.kernel_start_timeout,
+        max_message_bytes=settings.kernel_message_max_bytes,
     )
     limits = Limits(
         default_timeout=settings.exec_timeout,
         max_timeout=settings.max_exec_timeout,
         interrupt_grace=settings.interrupt_grace,
         client_cap=settings.output_cap_bytes,
+        max_events=settings.output_cap_events,
         text_cap=settings.text_cap_bytes,
+        max_message_bytes=settings.kernel_message_max_bytes,
+        stop_strays=settings.stop_strays == "on",
         max_queue=settings.max_queue,
         replay_events=settings.replay_events,
         replay_bytes=settings.replay_bytes,
     )
     root: Path = settings.data_dir / "files"
     registry = SessionRegistry(
-        pool, limits, lambda t, u: root / t / u, max_sessions=settings.max_sessions
+        pool,
+        limits,
+        lambda t, u: root / t / u,
+        max_sessions=settings.max_sessions,
+        max_sessions_per_tenant=settings.max_sessions_per_tenant,
     )
     state = AppState(settings, Authenticator(settings.api_keys), store, pool, registry, transcript)
 
     async def save_session(session: KernelSession, cell: Cell | None = None) -> None:
         transcript.save_session(_record(session))  # written behind, in order with the cells
 
-    registry.event_setup = transcript.event_setup
+    registry.resume_for = transcript.resume_for
     registry.start_hooks.append(transcript.cell_started)
+    registry.outputs_hooks.append(transcript.outputs_added)
     registry.cell_hooks.extend([transcript.cell_finished, save_session])
     registry.session_hooks.append(save_session)
     registry.file_watch_for = lambda t, u: AreaWatch(file_area(state, t, u), u)

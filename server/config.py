@@ -29,12 +29,14 @@ class Settings:
     pool_size: int = 2
     max_starting_kernels: int = 0
     max_sessions: int = 100
+    max_sessions_per_tenant: int = 0
     exec_timeout: float = 60
     max_exec_timeout: float = 600
     interrupt_grace: float = 3
     kernel_start_timeout: float = 60
     max_code_bytes: int = 1_000_000
     output_cap_bytes: int = 10_000_000
+    output_cap_events: int = 20_000
     text_cap_bytes: int = 100_000
     replay_events: int = 10_000
     replay_bytes: int = 32_000_000
@@ -53,6 +55,8 @@ class Settings:
     kernel_cpus: float = 1.0
     kernel_file_bytes: int = 50_000_000
     kernel_tmp_bytes: int = 256 << 20
+    kernel_message_max_bytes: int = 16 << 20
+    stop_strays: str = "on"
     kernel_python: str = ""
     runtime_dir: Path = Path()
     log_level: str = "INFO"
@@ -75,13 +79,15 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "data_dir": (Path, "where the store, files and generated key live"),
     "pool_size": (int, "warm kernels kept started and idle (0 disables the pool)"),
     "max_starting_kernels": (int, "kernels starting at once, others wait (0: CPU count + 1)"),
-    "max_sessions": (int, "most sessions (kernels in use) at once"),
+    "max_sessions": (int, "most sessions (kernels in use) at once; the LRU idle one is reclaimed"),
+    "max_sessions_per_tenant": (int, "most sessions of one tenant at once (0: --max-sessions)"),
     "exec_timeout": (float, "default execution timeout, seconds"),
     "max_exec_timeout": (float, "largest timeout a request may ask for, seconds"),
     "interrupt_grace": (float, "seconds a timed-out kernel gets to answer an interrupt"),
     "kernel_start_timeout": (float, "seconds a kernel gets to start"),
     "max_code_bytes": (int, "largest code accepted in one execute request"),
     "output_cap_bytes": (int, "output sent to clients per execution"),
+    "output_cap_events": (int, "output events sent to clients per execution"),
     "text_cap_bytes": (int, "stdout/stderr text in the REST execute answer"),
     "replay_events": (int, "events kept per session for reconnect replay"),
     "replay_bytes": (int, "bytes of events kept per session for reconnect replay"),
@@ -100,6 +106,8 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "kernel_cpus": (float, "CPU cores one sandboxed kernel may use (cgroup quota; 0 = no cap)"),
     "kernel_file_bytes": (int, "largest file a sandboxed kernel may write (rlimit)"),
     "kernel_tmp_bytes": (int, "size of a sandboxed kernel's private /tmp"),
+    "kernel_message_max_bytes": (int, "largest message read from a kernel; more is dropped"),
+    "stop_strays": (str, "on or off: stop the processes an execution leaves running"),
     "kernel_python": (str, "interpreter kernels run with (default: .kernel-venv)"),
     "runtime_dir": (Path, "short path for kernel sockets (default under /tmp)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
@@ -180,8 +188,9 @@ def finalize(settings: Settings) -> Settings:
     values = {f.name: getattr(settings, f.name) for f in fields(settings)}
     data_dir = Path(values["data_dir"]).resolve()
     values["data_dir"] = data_dir
-    if values["sandbox"] not in ("on", "off"):
-        raise ValueError("sandbox: want on or off")
+    for name in ("sandbox", "stop_strays"):
+        if values[name] not in ("on", "off"):
+            raise ValueError(f"{name}: want on or off")
     if values["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("log_level: want DEBUG, INFO, WARNING or ERROR")
     if not 0 < values["kernel_uid_first"] <= values["kernel_uid_last"]:
@@ -190,6 +199,7 @@ def finalize(settings: Settings) -> Settings:
         "pool_size",
         "max_starting_kernels",
         "max_sessions",
+        "max_sessions_per_tenant",
         "max_code_bytes",
         "output_cap_bytes",
         "kernel_cpus",

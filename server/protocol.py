@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from kernels.storable import clean, may_hold_surrogates
+
 USER_RE = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
 EXEC_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 
@@ -46,13 +48,15 @@ def validate_user(user: str) -> str:
 
 
 def parse_json_object(raw: bytes | str) -> dict[str, Any]:
+    """A client's JSON object; lone surrogates in its strings become U+FFFD, so what the
+    client sends can always be stored and echoed (see `kernels.storable`)."""
     try:
         value = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(value, dict):
         raise ProtocolError(400, "invalid_json", "expected a JSON object")
-    return value
+    return clean(value) if may_hold_surrogates(raw) else value
 
 
 def parse_execute(obj: dict[str, Any], max_code_bytes: int, max_timeout: float) -> ExecuteRequest:

@@ -13,10 +13,12 @@ import contextlib
 import json
 import logging
 import time
+from dataclasses import fields, replace
 from typing import Any
 
 from kernels.outputs import OutputCollector
-from kernels.session import Cell, EventSink, KernelSession, Started
+from kernels.session import Cell, KernelSession, Resume, Started
+from kernels.storable import clean, clean_text
 
 from .store.base import CellRecord, SessionRecord, Store
 
@@ -48,15 +50,17 @@ class Transcript:
 
     # -- what sessions hand over -----------------------------------------------------------
 
-    async def event_setup(self, tenant: str, user: str) -> tuple[int, EventSink]:
-        """For a new session: the seq to continue from and the sink for its events."""
+    async def resume_for(self, tenant: str, user: str) -> Resume:
+        """For a new session: the seq to continue from, the kernel of the user's last
+        execution (so the next one knows whether it runs on another), and the event sink."""
         await self.flush()
         last = await self.store.last_seq(tenant, user)
+        record = await self.store.get_session(tenant, user)
 
         def sink(seq: int, encoded: str) -> None:
             self._queue.put_nowait(("event", (tenant, user, seq, encoded)))
 
-        return last, sink
+        return Resume(last, sink, record.kernel_id if record else "")
 
     def cell_started(self, session: KernelSession, info: Started) -> None:
         record = CellRecord(
@@ -75,6 +79,11 @@ class Transcript:
     async def cell_finished(self, session: KernelSession, cell: Cell) -> None:
         self._queue.put_nowait(("cell", cell_record(session.tenant, session.user, cell)))
 
+    def outputs_added(
+        self, session: KernelSession, cell_id: str, outputs: list[dict[str, Any]]
+    ) -> None:
+        self._queue.put_nowait(("outputs", (session.tenant, session.user, cell_id, outputs)))
+
     def save_session(self, record: SessionRecord) -> None:
         self._queue.put_nowait(("session", record))
 
@@ -84,7 +93,9 @@ class Transcript:
 
     # -- reading back ----------------------------------------------------------------------
 
-    async def replay(self, tenant: str, user: str, after: int, before: int) -> list[str]:
+    async def replay(
+        self, tenant: str, user: str, after: int, before: int
+    ) -> list[tuple[int, str]]:
         await self.flush()
         return await self.store.events_between(tenant, user, after, before)
 
@@ -114,7 +125,7 @@ class Transcript:
                 cell.tenant, cell.user, cell.first_seq - 1, 2**62
             )
             collector = OutputCollector(client_cap=2**62, text_cap=2**62)
-            for body in bodies:
+            for _seq, body in bodies:
                 event = json.loads(body)
                 if event.get("id") != cell.metadata.get("id"):
                     continue
@@ -136,14 +147,34 @@ class Transcript:
             try:
                 await self._write_batch(batch)
             except Exception:
-                log.exception("transcript write of %d items failed", len(batch))
+                await self._write_each(batch)
             finally:
                 for _ in batch:
                     self._queue.task_done()
 
+    async def _write_each(self, batch: list[Op]) -> None:
+        """A batch failed: write its items one by one, so a bad item fails alone. An item
+        that fails is written once more with its text made storable, else dropped."""
+        for kind, item in batch:
+            try:
+                await self._write_batch([(kind, item)])
+                continue
+            except Exception:
+                pass
+            try:
+                await self._write_batch([(kind, _storable(kind, item))])
+                log.warning(
+                    "transcript: stored a %s of %s after repairing its text", kind, _who(item)
+                )
+            except Exception:
+                log.exception(
+                    "transcript: dropped a %s of %s that cannot be stored", kind, _who(item)
+                )
+
     async def _write_batch(self, batch: list[Op]) -> None:
         events: dict[tuple[str, str], list[tuple[int, str]]] = {}
         cells: list[CellRecord] = []
+        outputs: list[tuple[str, str, str, list[dict[str, Any]]]] = []
         sessions: dict[tuple[str, str], SessionRecord] = {}  # the latest of each wins
         for kind, item in batch:
             if kind == "event":
@@ -151,6 +182,8 @@ class Transcript:
                 events.setdefault((tenant, user), []).append((seq, encoded))
             elif kind == "session":
                 sessions[(item.tenant, item.user)] = item
+            elif kind == "outputs":
+                outputs.append(item)
             else:
                 cells.append(item)
         for record in sessions.values():
@@ -159,6 +192,24 @@ class Transcript:
             await self.store.append_events(tenant, user, rows)
         if cells:
             await self.store.put_cells(cells)
+        for tenant, user, cell_id, added in outputs:  # after their cells, which they extend
+            await self.store.append_outputs(tenant, user, cell_id, added)
+
+
+def _who(item: Any) -> str:
+    if isinstance(item, tuple):
+        return f"{item[0]}/{item[1]}"
+    return f"{item.tenant}/{item.user}"
+
+
+def _storable(kind: str, item: Any) -> Any:
+    """`item` with every text made storable (see `kernels.storable`)."""
+    if kind == "event":
+        tenant, user, seq, encoded = item
+        return tenant, user, seq, clean_text(encoded)
+    if kind == "outputs":
+        return clean(item)
+    return replace(item, **{f.name: clean(getattr(item, f.name)) for f in fields(item)})
 
 
 def cell_record(tenant: str, user: str, cell: Cell) -> CellRecord:

@@ -20,6 +20,7 @@ import tornado.websocket
 from kernels.errors import KernelError
 from kernels.events import Subscription
 from kernels.session import KernelSession
+from kernels.storable import clean_text
 
 from .handlers import authenticate, error_status
 from .protocol import ControlFrame, ProtocolError, parse_frame, parse_since, validate_user
@@ -86,21 +87,30 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
             if older is not None:
                 await self._replay_stored(*older)
             while (encoded := await sub.get()) is not None:
-                await self.write_message(encoded)
+                await self._write(encoded)
         except tornado.websocket.WebSocketClosedError:
             return
         if sub.reason and self.ws_connection is not None:
             self.close(4000 if "behind" in sub.reason else 1001, sub.reason[:120])
 
+    async def _write(self, encoded: str) -> None:
+        try:
+            await self.write_message(encoded)
+        except UnicodeEncodeError:  # never expected (text is repaired where it enters)
+            await self.write_message(clean_text(encoded))
+
     async def _replay_stored(self, after: int, before: int) -> None:
-        """Events after < seq < before from the durable transcript, a `gap` for any lost."""
+        """Events after < seq < before from the durable transcript, a `gap` for each run of
+        seqs that neither memory nor the store still holds."""
         assert self.session is not None
-        bodies = await self.state.transcript.replay(self.tenant, self.session.user, after, before)
-        first = json.loads(bodies[0])["seq"] if bodies else before
-        if first > after + 1 or len(bodies) < before - after - 1:
-            self._send_direct({"type": "gap", "from_seq": after + 1, "to_seq": first - 1})
-        for body in bodies:
-            await self.write_message(body)
+        stored = await self.state.transcript.replay(self.tenant, self.session.user, after, before)
+        expected = after + 1
+        for seq, body in [*stored, (before, None)]:
+            if seq > expected:
+                self._send_direct({"type": "gap", "from_seq": expected, "to_seq": seq - 1})
+            if body is not None:
+                await self._write(body)
+            expected = seq + 1
 
     def _send_direct(self, event: dict[str, Any]) -> None:
         with contextlib.suppress(tornado.websocket.WebSocketClosedError):

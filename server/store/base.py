@@ -32,10 +32,11 @@ class SessionRecord:
     last_activity: float
     execution_count: int = 0
     state: str = "closed"
+    kernel_id: str = ""  # the kernel of the session's last execution
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["tenant"]
+        del data["tenant"], data["kernel_id"]
         return data
 
 
@@ -64,6 +65,12 @@ class Store(Protocol):
         """Insert or update cells by (tenant, user, id); a new cell goes last."""
         ...
 
+    async def append_outputs(
+        self, tenant: str, user: str, cell_id: str, outputs: list[dict[str, Any]]
+    ) -> None:
+        """Add outputs at the end of a stored cell's (late output of a finished cell)."""
+        ...
+
     async def list_cells(self, tenant: str, user: str) -> list[CellRecord]: ...
 
     async def running_cells(self) -> list[CellRecord]:
@@ -74,8 +81,10 @@ class Store(Protocol):
         """Store encoded events by seq (already JSON)."""
         ...
 
-    async def events_between(self, tenant: str, user: str, after: int, before: int) -> list[str]:
-        """Encoded events with after < seq < before, in order."""
+    async def events_between(
+        self, tenant: str, user: str, after: int, before: int
+    ) -> list[tuple[int, str]]:
+        """(seq, encoded event) with after < seq < before, in order."""
         ...
 
     async def last_seq(self, tenant: str, user: str) -> int: ...

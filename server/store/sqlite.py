@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     last_activity REAL NOT NULL,
     execution_count INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL,
+    kernel_id TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (tenant, user)
 );
 CREATE INDEX IF NOT EXISTS sessions_last_activity ON sessions (last_activity);
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 """
 
+SESSION_COLUMNS = "tenant, user, created, last_activity, execution_count, state, kernel_id"
 CELL_COLUMNS = (
     "tenant, user, id, kind, source, created, status, execution_count, outputs, metadata, first_seq"
 )
@@ -107,6 +109,9 @@ class SqliteStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+            if "kernel_id" not in columns:  # a data dir from before the column existed
+                db.execute("ALTER TABLE sessions ADD COLUMN kernel_id TEXT NOT NULL DEFAULT ''")
             self._db = db
 
         await self._run(connect)
@@ -131,7 +136,7 @@ class SqliteStore:
     async def put_session(self, record: SessionRecord) -> None:
         await self._run(
             self._exec,
-            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 record.tenant,
                 record.user,
@@ -139,18 +144,23 @@ class SqliteStore:
                 record.last_activity,
                 record.execution_count,
                 record.state,
+                record.kernel_id,
             ),
         )
 
     async def get_session(self, tenant: str, user: str) -> SessionRecord | None:
         rows = await self._run(
-            self._exec, "SELECT * FROM sessions WHERE tenant = ? AND user = ?", (tenant, user)
+            self._exec,
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = ? AND user = ?",
+            (tenant, user),
         )
         return SessionRecord(*rows[0]) if rows else None
 
     async def list_sessions(self, tenant: str) -> list[SessionRecord]:
         rows = await self._run(
-            self._exec, "SELECT * FROM sessions WHERE tenant = ? ORDER BY user", (tenant,)
+            self._exec,
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = ? ORDER BY user",
+            (tenant,),
         )
         return [SessionRecord(*row) for row in rows]
 
@@ -166,7 +176,9 @@ class SqliteStore:
 
     async def expired_sessions(self, before: float) -> list[SessionRecord]:
         rows = await self._run(
-            self._exec, "SELECT * FROM sessions WHERE last_activity < ?", (before,)
+            self._exec,
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE last_activity < ?",
+            (before,),
         )
         return [SessionRecord(*row) for row in rows]
 
@@ -190,6 +202,26 @@ class SqliteStore:
             )
 
         await self._run(put)
+
+    async def append_outputs(
+        self, tenant: str, user: str, cell_id: str, outputs: list[dict[str, Any]]
+    ) -> None:
+        def append() -> None:
+            assert self._db is not None
+            with self._db:
+                rows = self._db.execute(
+                    "SELECT outputs FROM cells WHERE tenant = ? AND user = ? AND id = ?",
+                    (tenant, user, cell_id),
+                ).fetchall()
+                if not rows:
+                    return
+                merged = json.loads(rows[0][0]) + outputs
+                self._db.execute(
+                    "UPDATE cells SET outputs = ? WHERE tenant = ? AND user = ? AND id = ?",
+                    (json.dumps(merged, ensure_ascii=False), tenant, user, cell_id),
+                )
+
+        await self._run(append)
 
     async def list_cells(self, tenant: str, user: str) -> list[CellRecord]:
         rows = await self._run(
@@ -215,14 +247,16 @@ class SqliteStore:
             [(tenant, user, seq, body) for seq, body in events],
         )
 
-    async def events_between(self, tenant: str, user: str, after: int, before: int) -> list[str]:
+    async def events_between(
+        self, tenant: str, user: str, after: int, before: int
+    ) -> list[tuple[int, str]]:
         rows = await self._run(
             self._exec,
-            "SELECT body FROM events WHERE tenant = ? AND user = ? AND seq > ? AND seq < ? "
+            "SELECT seq, body FROM events WHERE tenant = ? AND user = ? AND seq > ? AND seq < ? "
             "ORDER BY seq",
             (tenant, user, after, before),
         )
-        return [row[0] for row in rows]
+        return [(int(seq), body) for seq, body in rows]
 
     async def last_seq(self, tenant: str, user: str) -> int:
         rows = await self._run(

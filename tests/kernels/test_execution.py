@@ -27,7 +27,7 @@ def msg(channel, msg_type, **content):
 
 def run_with(messages, interrupt=False):
     rec = Recorder()
-    run = Run(rec, "e1", OutputCollector(10_000, 10_000), rec)  # type: ignore[arg-type]
+    run = Run(rec._publish, "e1", OutputCollector(10_000, 10_000), rec)  # type: ignore[arg-type]
     if interrupt:
         run.request_interrupt()
     queue = asyncio.Queue()

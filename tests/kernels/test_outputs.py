@@ -1,10 +1,12 @@
 """The pure output rules, driven by recorded iopub message contents (no kernel)."""
 
-from kernels.outputs import OutputCollector, event_from_message
+import pytest
+
+from kernels.outputs import EVENT_OVERHEAD, MalformedMessage, OutputCollector, event_from_message
 
 
-def collect(messages, client_cap=10_000, text_cap=1_000):
-    c = OutputCollector(client_cap=client_cap, text_cap=text_cap)
+def collect(messages, client_cap=10_000, text_cap=1_000, max_events=20_000):
+    c = OutputCollector(client_cap=client_cap, text_cap=text_cap, max_events=max_events)
     sent = []
     for msg_type, content in messages:
         event = event_from_message(msg_type, content)
@@ -90,10 +92,41 @@ def test_client_cap_truncates_with_marker_and_drops_the_rest():
     messages = [("stream", {"name": "stdout", "text": "x" * 400})] * 10
     c, sent = collect(messages, client_cap=1000)
     assert c.truncated
-    # two chunks fit, the third is cut to the room left, then one marker, then nothing
-    assert [len(e["text"]) for e in sent[:-1]] == [400, 400, 200]
+    # two chunks fit, the third is cut to the room left, then one marker, then nothing;
+    # every event also costs EVENT_OVERHEAD bytes of the cap
+    room = 1000 - 3 * EVENT_OVERHEAD - 800
+    assert [len(e["text"]) for e in sent[:-1]] == [400, 400, room]
     assert "output truncated" in sent[-1]["text"]
-    assert c.outputs[0]["text"].startswith("x" * 1000)
+    assert c.outputs[0]["text"].startswith("x" * (800 + room))
+
+
+def test_empty_events_are_capped_by_count_and_by_their_overhead():
+    empty = ("display_data", {"data": {}, "metadata": {}})
+    c, sent = collect([empty] * 500, client_cap=10**9, max_events=100)
+    assert len(sent) == 101 and c.truncated and "more than 100 outputs" in sent[-1]["text"]
+    for kind in (empty, ("clear_output", {"wait": True})):
+        c, sent = collect([kind] * 500, client_cap=100 * EVENT_OVERHEAD)
+        assert len(sent) == 101 and c.truncated and "output truncated" in sent[-1]["text"]
+
+
+@pytest.mark.parametrize(
+    "msg_type, content",
+    [
+        ("stream", {"name": "stdout", "text": 123}),
+        ("stream", {"name": "nowhere", "text": "x"}),
+        ("stream", "not an object"),
+        ("display_data", {"data": "x", "metadata": {}}),
+        ("display_data", {"data": {"text/plain": 5}, "metadata": {}}),
+        ("display_data", {"data": {}, "metadata": [], "transient": {}}),
+        ("display_data", {"data": {}, "metadata": {}, "transient": {"display_id": 7}}),
+        ("execute_result", {"data": {"text/plain": ["ok", 3]}, "metadata": {}}),
+        ("error", {"ename": None, "evalue": "v", "traceback": []}),
+        ("error", {"ename": "E", "evalue": "v", "traceback": [1, 2]}),
+    ],
+)
+def test_malformed_outputs_are_refused_not_passed_on(msg_type, content):
+    with pytest.raises(MalformedMessage):
+        event_from_message(msg_type, content)
 
 
 def test_error_passes_the_cap_so_the_failure_is_visible():

@@ -45,11 +45,50 @@ async def test_concurrent_ensure_creates_one_session(registry):
     assert sum(created for _, created in results) == 1
 
 
-async def test_capacity_is_enforced(registry):
-    await registry.ensure("t", "a")
-    await registry.ensure("t", "b")
-    with pytest.raises(CapacityExceeded):
+async def test_at_capacity_the_least_recently_used_idle_session_is_reclaimed(registry):
+    a, _ = await registry.ensure("t", "a")
+    b, _ = await registry.ensure("t", "b")
+    await a.submit("1").done  # a is now the more recently used
+    c, created = await registry.ensure("t", "c")
+    assert created and registry.find("t", "b") is None and b.state is SessionState.CLOSED
+    assert registry.find("t", "a") is a
+
+
+async def test_capacity_is_enforced_when_every_session_is_busy(registry):
+    a, _ = await registry.ensure("t", "a")
+    b, _ = await registry.ensure("u", "b")
+    running = [s.submit("import time; time.sleep(30)") for s in (a, b)]
+    with pytest.raises(CapacityExceeded, match="all of them are busy"):
         await registry.ensure("t", "c")
+    for s in (a, b):
+        s.interrupt()
+    for execution in running:
+        await execution.done
+
+
+async def test_one_tenant_cannot_take_every_slot(tmp_path):
+    pool = KernelPool(
+        LocalLauncher(KernelCommand(default_kernel_python())), tmp_path / "run", warm_size=0
+    )
+    await pool.start()
+    reg = SessionRegistry(
+        pool,
+        Limits(default_timeout=20),
+        lambda t, u: tmp_path / "w" / t / u,
+        max_sessions=3,
+        max_sessions_per_tenant=2,
+    )
+    try:
+        first, _ = await reg.ensure("greedy", "1")
+        await reg.ensure("greedy", "2")
+        await reg.ensure("greedy", "3")  # the tenant's own LRU session makes room
+        assert first.state is SessionState.CLOSED
+        assert len(reg.list("greedy")) == 2
+        await reg.ensure("polite", "x")  # a free slot: nobody is reclaimed
+        assert len(reg.list("greedy")) == 2 and len(reg.list("polite")) == 1
+    finally:
+        await reg.close_all()
+        await pool.close()
 
 
 async def test_idle_sessions_are_culled_busy_ones_are_not(registry):

@@ -61,11 +61,19 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-# The kernels' environment: from a world-readable Python so sandbox uids can run it.
+# The kernels' environment: from a world-readable Python so sandbox uids can run it. As root
+# it is built at a neutral path named by the requirements' hash, and .kernel-venv links to
+# it: the venv's own files and a sandbox's mount table then never name this checkout.
 $(KVENV)/.installed: kernel-requirements.txt
-	$(KERNEL_PYTHON) -m venv $(KVENV)
-	$(KVENV)/bin/pip install -q --upgrade pip
-	$(KVENV)/bin/pip install -q -r kernel-requirements.txt
-	MPLCONFIGDIR=$(KVENV)/mplconfig $(KVENV)/bin/python -c 'import matplotlib.pyplot'
-	chmod -R a+rX $(KVENV)
-	touch $@
+	@if [ "$$(id -u)" = 0 ]; then \
+	  home=/opt/kss/kernel-env-$$(sha256sum kernel-requirements.txt | cut -c1-12); \
+	else home=$(CURDIR)/$(KVENV); fi; \
+	if [ ! -f "$$home/.installed" ]; then \
+	  echo "building the kernel environment in $$home (a few minutes)"; \
+	  rm -rf "$$home" && $(KERNEL_PYTHON) -m venv "$$home" && \
+	  "$$home/bin/pip" install -q --upgrade pip && \
+	  "$$home/bin/pip" install --progress-bar off -r kernel-requirements.txt && \
+	  MPLCONFIGDIR="$$home/mplconfig" "$$home/bin/python" -c 'import matplotlib.pyplot' && \
+	  chmod -R a+rX "$$home" && touch "$$home/.installed" || exit 1; \
+	fi; \
+	if [ "$$home" != "$(CURDIR)/$(KVENV)" ]; then rm -rf $(KVENV) && ln -s "$$home" $(KVENV); fi

@@ -148,9 +148,10 @@ class Kernel:
             ipc_prefix=str(runtime_dir / "s"),
         )
         key = secrets.token_hex(32)
+        view = launcher.runtime_view  # the kernel may see its runtime dir elsewhere
         _, info = write_connection_file(
             str(slot.connection_file),
-            ip=slot.ipc_prefix,
+            ip=f"{view}/{Path(slot.ipc_prefix).name}" if view else slot.ipc_prefix,
             key=key.encode(),
             transport="ipc",
             kernel_name="kss",
@@ -188,7 +189,7 @@ class Kernel:
         """Connect every channel once the kernel has bound its sockets (or fail if it exits)."""
 
         async def one(name: str, kind: bytes) -> None:
-            path = f"{info['ip']}-{info[f'{name}_port']}"
+            path = f"{self.slot.ipc_prefix}-{info[f'{name}_port']}"
             peer = await zmtp.connect(
                 path,
                 kind,

@@ -77,6 +77,7 @@ class Launcher(Protocol):
     """Starts kernel processes and gives them a user's work dir when a session claims them."""
 
     mode: str
+    runtime_view: str | None  # where the kernel sees its runtime dir; None: at its host path
 
     async def start(self, slot: KernelSlot) -> asyncio.subprocess.Process:
         """Start the kernel process for `slot`; the connection file is already written."""
@@ -185,6 +186,7 @@ class LocalLauncher:
     """Runs ipykernel as the server's own user, without isolation (`--no-sandbox`)."""
 
     mode = "off"
+    runtime_view = None
 
     def __init__(self, command: KernelCommand) -> None:
         self.command = command

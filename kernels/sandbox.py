@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 WORK_DIR = "/mnt/data"
 SANDBOX_ENV = "/opt/kernel/env"  # the kernel venv, read-only
 SANDBOX_STARTUP = "/opt/kernel/startup"  # kernels/startup, read-only
+KERNEL_RUNTIME = "/run/kernel"  # the kernel's runtime dir (connection file, ipc sockets)
 STATE_SUFFIX = ".sandbox"  # state dir beside runtime_root: slot dirs, per-kernel /etc files
 PASS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # host CPU quirks the kernel must keep
 TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -82,7 +83,6 @@ class SandboxPolicy:
 class _Kernel:
     uid: int
     slot_dir: Path
-    etc_dir: Path
     cgroup: KernelCgroup | None
     process: asyncio.subprocess.Process | None = None
     work_dir: Path | None = None
@@ -153,6 +153,8 @@ def check_sandbox_available(python: str | None = None) -> str | None:
 class SandboxLauncher:
     """Starts each kernel in its own bubblewrap sandbox; see the module docstring."""
 
+    runtime_view = KERNEL_RUNTIME
+
     def __init__(self, command: KernelCommand, policy: SandboxPolicy, runtime_root: Path) -> None:
         self.command = command
         self.policy = policy
@@ -179,7 +181,7 @@ class SandboxLauncher:
         log.info("sandbox mode %s: %s; cgroups %s", self.mode, who, cgroups)
 
     def _prepare_dirs(self) -> None:
-        for path in (self.state, *(self.state / d for d in ("mnt", "etc", "stage"))):
+        for path in (self.state, *(self.state / d for d in ("mnt", "stage"))):
             path.mkdir(parents=True, exist_ok=True)
             if self.privileged:  # kernel uids pass through to their own entries only
                 os.chmod(path, 0o711)
@@ -202,9 +204,9 @@ class SandboxLauncher:
     async def start(self, slot: KernelSlot) -> asyncio.subprocess.Process:
         kernel = await asyncio.to_thread(self._prepare, slot)
         self._kernels[slot.kernel_id] = kernel
-        fd = seccomp.filter_fd(self._seccomp) if self._seccomp else None
+        fds: list[int] = []
         try:
-            argv = self._argv(slot, kernel, fd)
+            argv = self._argv(slot, kernel, fds)
             with open(slot.log_file, "ab") as out:  # noqa: ASYNC230 (tiny, local)
                 kernel.process = await asyncio.create_subprocess_exec(
                     *argv,
@@ -214,13 +216,13 @@ class SandboxLauncher:
                     cwd="/",
                     env={"PATH": TOOL_PATH},
                     start_new_session=True,
-                    pass_fds=() if fd is None else (fd,),
+                    pass_fds=fds,
                 )
         except BaseException:
             await self.release(slot)
             raise
         finally:
-            if fd is not None:
+            for fd in fds:
                 os.close(fd)
         log.info(
             "kernel %s sandboxed: pid %d uid %d", slot.kernel_id, kernel.process.pid, kernel.uid
@@ -285,16 +287,9 @@ class SandboxLauncher:
             raise SandboxUnavailable(f"kernel uids cannot reach their runtime dir: {why}")
         uid = self.uids.allocate() if self.uids else os.getuid()
         kid = slot.kernel_id
-        kernel = _Kernel(uid, self.state / "mnt" / kid, self.state / "etc" / kid, None)
+        kernel = _Kernel(uid, self.state / "mnt" / kid, None)
         try:
             kernel.slot_dir.mkdir(mode=0o700, exist_ok=True)
-            kernel.etc_dir.mkdir(mode=0o755, exist_ok=True)
-            (kernel.etc_dir / "passwd").write_text(
-                f"root:x:0:0:root:/root:/usr/sbin/nologin\nuser:x:{uid}:{uid}::/tmp/home:/bin/sh\n"
-            )
-            (kernel.etc_dir / "group").write_text(f"root:x:0:\nuser:x:{uid}:\n")
-            for name in ("passwd", "group"):
-                os.chmod(kernel.etc_dir / name, 0o644)
             for path, mode in ((slot.runtime_dir, 0o700), (slot.connection_file, 0o600)):
                 if self.privileged:
                     os.chown(path, uid, uid)
@@ -309,38 +304,57 @@ class SandboxLauncher:
             raise
         return kernel
 
-    def _argv(self, slot: KernelSlot, kernel: _Kernel, seccomp_fd: int | None) -> list[str]:
+    def _argv(self, slot: KernelSlot, kernel: _Kernel, fds: list[int]) -> list[str]:
+        """The launch command. bubblewrap's options go through a file descriptor and small
+        files are copied in (not bound), so nothing the kernel can read (`/proc/1/cmdline`,
+        its mount table) names the checkout, the runtime or state dirs, or a user; every
+        path on the kernel's command line is one of the fixed paths inside."""
+
+        def data(content: bytes) -> str:
+            fd = os.memfd_create("kss-sandbox", 0)
+            os.write(fd, content)
+            os.lseek(fd, 0, os.SEEK_SET)
+            fds.append(fd)
+            return str(fd)
+
         p, t = self.policy, self._tools
         inside = f"{SANDBOX_ENV}/bin/{Path(self.command.python).name}"
         command = replace(self.command, python=inside)
         env = command.env(home="/tmp/home", mplconfig="/tmp/mpl")
         env.update({"USER": "user", "LOGNAME": "user", "TMPDIR": "/tmp", "SHELL": "/bin/sh"})
         env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
-        bw = [t["bwrap"], "--unshare-all", "--unshare-user", "--disable-userns"]
+        uid = kernel.uid
+        passwd = f"root:x:0:0:root:/root:/usr/sbin/nologin\nuser:x:{uid}:{uid}::/tmp/home:/bin/sh\n"
+        group = f"root:x:0:\nuser:x:{uid}:\n"
+        bw = ["--unshare-all", "--unshare-user", "--disable-userns"]
         bw += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
         if not self.privileged:  # we are root of the extra namespace: be this user inside
             bw += ["--uid", str(kernel.uid), "--gid", str(os.getgid())]
         bw += _host_root_args()
-        bw += ["--ro-bind", str(kernel.etc_dir / "passwd"), "/etc/passwd"]
-        bw += ["--ro-bind", str(kernel.etc_dir / "group"), "/etc/group"]
+        bw += ["--perms", "0644", "--file", data(passwd.encode()), "/etc/passwd"]
+        bw += ["--perms", "0644", "--file", data(group.encode()), "/etc/group"]
         bw += ["--proc", "/proc", "--dev", "/dev"]
         bw += ["--perms", "1777", "--size", str(p.tmp_bytes), "--tmpfs", "/tmp"]
         bw += ["--perms", "1777", "--size", str(p.tmp_bytes), "--tmpfs", "/dev/shm"]
         bw += ["--dir", "/tmp/home", "--dir", "/tmp/mpl"]
         for cache in sorted((self.venv / "mplconfig").glob("fontlist-*.json")):
-            bw += ["--ro-bind", str(cache), f"/tmp/mpl/{cache.name}"]
-        # Fixed paths inside, so the host's layout (where the checkout lives) never shows.
+            bw += ["--file", data(cache.read_bytes()), f"/tmp/mpl/{cache.name}"]
         bw += ["--ro-bind", str(self.venv), SANDBOX_ENV]
-        bw += ["--ro-bind-try", str(STARTUP_DIR), SANDBOX_STARTUP]
+        startup = []
+        for path in startup_files():
+            inside_path = f"{SANDBOX_STARTUP}/{Path(path).name}"
+            bw += ["--perms", "0644", "--file", data(Path(path).read_bytes()), inside_path]
+            startup.append(inside_path)
         bw += ["--dir", "/mnt", "--bind", str(kernel.slot_dir), WORK_DIR]
-        bw += ["--bind", str(slot.runtime_dir), str(slot.runtime_dir)]
+        bw += ["--bind", str(slot.runtime_dir), KERNEL_RUNTIME]
         bw += ["--remount-ro", "/", "--chdir", WORK_DIR, "--clearenv"]
         for key, value in env.items():
             bw += ["--setenv", key, value]
-        if seccomp_fd is not None:
-            bw += ["--seccomp", str(seccomp_fd)]
-        startup = [f"{SANDBOX_STARTUP}/{Path(f).name}" for f in startup_files()]
-        bw += ["--", *command.argv(str(slot.connection_file), startup)]
+        if self._seccomp is not None:
+            bw += ["--seccomp", data(self._seccomp)]
+        options = data(b"".join(arg.encode() + b"\0" for arg in bw))
+        conn = f"{KERNEL_RUNTIME}/{slot.connection_file.name}"
+        inner_bw = [t["bwrap"], "--args", options, "--", *command.argv(conn, startup)]
 
         limits = [f"--fsize={p.file_size_bytes}", f"--nofile={p.open_files}", "--core=0"]
         if self.privileged:  # nproc counts per host uid: only meaningful with our own uid
@@ -349,10 +363,10 @@ class SandboxLauncher:
             has_pids = kernel.cgroup is not None and "pids" in kernel.cgroup.paths
             limits.append(f"--nproc={p.pids_max + NPROC_SLACK if has_pids else p.pids_max}")
             drop = [t["setpriv"], f"--reuid={kernel.uid}", f"--regid={kernel.uid}"]
-            inner = [*drop, "--clear-groups", "--no-new-privs", "--", *bw]
+            inner = [*drop, "--clear-groups", "--no-new-privs", "--", *inner_bw]
         else:
             ns = [t["unshare"], "--user", "--map-root-user", "--mount", "--"]
-            inner = [*ns, t["sh"], "-c", SHARE_SLOT, str(kernel.slot_dir), *bw]
+            inner = [*ns, t["sh"], "-c", SHARE_SLOT, str(kernel.slot_dir), *inner_bw]
         argv = [t["prlimit"], *limits, "--", *inner]
         if kernel.cgroup:
             join = [t["sh"], "-c", JOIN_CGROUPS, "kss-join", *kernel.cgroup.procs_files, "--"]
@@ -373,7 +387,6 @@ class SandboxLauncher:
                 log.error("kernel %s: %s still mounted, left in place", kid, kernel.slot_dir)
             else:
                 kernel.slot_dir.rmdir()  # never rmtree: it may have been a user's work dir
-        shutil.rmtree(kernel.etc_dir, ignore_errors=True)
         if self.uids:
             strays = processes_by_uid(range(kernel.uid, kernel.uid + 1)).get(kernel.uid, [])
             for pid in strays:

@@ -10,7 +10,6 @@ are refused outright.
 from __future__ import annotations
 
 import errno
-import os
 import platform
 import struct
 
@@ -117,11 +116,3 @@ def build_filter(machine: str | None = None) -> bytes | None:
     prog.append(_insn(_RET_K, 0, 0, _RET_ALLOW))
     prog.append(_insn(_RET_K, 0, 0, deny))
     return b"".join(prog)
-
-
-def filter_fd(program: bytes) -> int:
-    """An inheritable memfd holding `program`, positioned at 0, for `bwrap --seccomp FD`."""
-    fd = os.memfd_create("kss-seccomp", 0)
-    os.write(fd, program)
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd

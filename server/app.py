@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import tornado.web
@@ -29,6 +28,7 @@ from .store.base import SessionRecord, Store
 from .store.sqlite import SqliteStore
 from .transcript import Transcript
 from .websocket import SessionSocket
+from .work_dirs import WorkDirs, server_secret
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class AppState:
     pool: KernelPool
     registry: SessionRegistry
     transcript: Transcript
+    work_dirs: WorkDirs
 
 
 def make_routes(state: AppState) -> list[tuple[str, type, dict[str, Any]]]:
@@ -163,15 +164,18 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         replay_events=settings.replay_events,
         replay_bytes=settings.replay_bytes,
     )
-    root: Path = settings.data_dir / "files"
+    work_dirs = WorkDirs(settings.data_dir / "work", server_secret(settings.data_dir))
+    await asyncio.to_thread(work_dirs.adopt_legacy, settings.data_dir / "files")
     registry = SessionRegistry(
         pool,
         limits,
-        lambda t, u: root / t / u,
+        work_dirs.path,
         max_sessions=settings.max_sessions,
         max_sessions_per_tenant=settings.max_sessions_per_tenant,
     )
-    state = AppState(settings, Authenticator(settings.api_keys), store, pool, registry, transcript)
+    state = AppState(
+        settings, Authenticator(settings.api_keys), store, pool, registry, transcript, work_dirs
+    )
 
     async def save_session(session: KernelSession, cell: Cell | None = None) -> None:
         transcript.save_session(_record(session))  # written behind, in order with the cells

@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
+# As root the data dir defaults to a system path: its path shows in a sandboxed kernel's
+# mount table (as the source of the work dir), and must not name a checkout or a home.
+DEFAULT_ROOT_DATA_DIR = Path("/var/lib/kss")
 
 
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8765
-    data_dir: Path = Path(".data")
+    data_dir: Path = Path()  # "": /var/lib/kss as root (a neutral path), else ./.data
     api_keys: tuple[tuple[str, str], ...] = ()  # (tenant, key)
     pool_size: int = 2
     max_starting_kernels: int = 0
@@ -76,7 +79,7 @@ class Settings:
 OPTIONS: dict[str, tuple[type, str]] = {
     "host": (str, "address to listen on"),
     "port": (int, "port to listen on"),
-    "data_dir": (Path, "where the store, files and generated key live"),
+    "data_dir": (Path, "where the store, files and generated key live (root: /var/lib/kss)"),
     "pool_size": (int, "warm kernels kept started and idle (0 disables the pool)"),
     "max_starting_kernels": (int, "kernels starting at once, others wait (0: CPU count + 1)"),
     "max_sessions": (int, "most sessions (kernels in use) at once; the LRU idle one is reclaimed"),
@@ -186,6 +189,8 @@ def load_settings(
 def finalize(settings: Settings) -> Settings:
     """Validate, make paths absolute, fill derived defaults, generate a key if none."""
     values = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    if not str(values["data_dir"]) or values["data_dir"] == Path():
+        values["data_dir"] = DEFAULT_ROOT_DATA_DIR if os.geteuid() == 0 else Path(".data")
     data_dir = Path(values["data_dir"]).resolve()
     values["data_dir"] = data_dir
     for name in ("sandbox", "stop_strays"):

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .files_http import file_area
@@ -15,18 +14,6 @@ if TYPE_CHECKING:
     from .app import AppState
 
 log = logging.getLogger(__name__)
-
-
-def _work_dirs(root: Path) -> list[tuple[str, str]]:
-    if not root.is_dir():
-        return []
-    return [
-        (tenant.name, user.name)
-        for tenant in root.iterdir()
-        if tenant.is_dir()
-        for user in tenant.iterdir()
-        if user.is_dir()
-    ]
 
 
 class Janitor:
@@ -52,8 +39,7 @@ class Janitor:
         now = time.time() if now is None else now
         culled = await state.registry.cull_idle(settings.idle_timeout, now)
         files = 0
-        root = settings.data_dir / "files"
-        for tenant, user in await asyncio.to_thread(_work_dirs, root):
+        for tenant, user in await asyncio.to_thread(state.work_dirs.owners):
             files += len(await file_area(state, tenant, user).aexpire(now))
         transcripts = 0
         await state.transcript.flush()

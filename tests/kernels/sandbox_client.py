@@ -91,21 +91,29 @@ class RunningKernel:
         await self.launcher.release(self.slot)
 
 
-def make_slot(runtime_root: Path, kernel_id: str) -> KernelSlot:
+def make_slot(
+    runtime_root: Path, kernel_id: str, view: str | None = None
+) -> tuple[KernelSlot, dict]:
+    """A slot whose connection file names the sockets where the kernel sees them (`view`),
+    and the connection info with the host's paths, for our client."""
     runtime_dir = ensure_private_dir(runtime_root / kernel_id)
     connection_file = runtime_dir / "kernel.json"
     ipc_prefix = str(runtime_dir / "k")
-    write_connection_file(str(connection_file), ip=ipc_prefix, transport="ipc")
-    return KernelSlot(kernel_id, runtime_dir, connection_file, ipc_prefix)
+    inside = f"{view}/k" if view else ipc_prefix
+    _, info = write_connection_file(str(connection_file), ip=inside, transport="ipc")
+    return KernelSlot(kernel_id, runtime_dir, connection_file, ipc_prefix), {
+        **info,
+        "ip": ipc_prefix,
+    }
 
 
 async def start_kernel(launcher: Launcher, runtime_root: Path, kernel_id: str) -> RunningKernel:
     """Start and wait for a kernel; on failure, kill and release it before raising."""
-    slot = make_slot(runtime_root, kernel_id)
+    slot, host_info = make_slot(runtime_root, kernel_id, launcher.runtime_view)
     started = time.monotonic()
     process = await launcher.start(slot)
     client = AsyncKernelClient()
-    client.load_connection_file(str(slot.connection_file))
+    client.load_connection_info(host_info)
     client.start_channels(hb=False)
     kernel = RunningKernel(launcher, slot, process, client, started)
     try:

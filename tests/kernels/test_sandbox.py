@@ -197,6 +197,7 @@ async def test_host_files_invisible(probe: RunningKernel, host_dirs: dict) -> No
         "lib64",
         "mnt",
         "proc",
+        "run",
         "sbin",
         "tmp",
         "opt",
@@ -205,6 +206,39 @@ async def test_host_files_invisible(probe: RunningKernel, host_dirs: dict) -> No
     assert out["executable"] == "/opt/kernel/env/bin/python"  # no host path shows through
     assert "shadow" not in out["etc"] and "passwd" in out["etc"]
     assert len(out["pids"]) <= 4, out["pids"]  # bwrap's init, the kernel, its children
+
+
+async def test_nothing_the_kernel_reads_names_a_host_path(
+    probe: RunningKernel, host_dirs: dict, launcher: SandboxLauncher
+) -> None:
+    """bubblewrap's arguments, the kernel's command line and environment, its connection
+    file and its mount table name only the fixed paths inside the sandbox."""
+    out = await check(
+        probe,
+        """
+        def read(path):
+            with open(path, "rb") as f:
+                return f.read().replace(b"\\0", b" ").decode(errors="replace")
+        texts = {p: read(p) for p in ["/proc/1/cmdline", "/proc/self/cmdline",
+                 "/proc/self/environ", "/proc/self/mountinfo", "/proc/self/cgroup"]}
+        texts["conn"] = read(__import__("sys").argv[__import__("sys").argv.index("-f") + 1])
+        import glob
+        texts["venv"] = " ".join(read(f) for f in glob.glob(__import__("sys").prefix + "/bin/*")
+                                 if not os.path.islink(f) and os.path.getsize(f) < 100_000)
+        out["texts"] = texts
+        """,
+    )
+    venv = Path(launcher.command.python).parent.parent
+    if venv.resolve().is_relative_to(REPO.resolve()):
+        pytest.fail(f"the kernel venv {venv.resolve()} is inside the checkout: make deps")
+    server_dirs = [str(launcher.runtime_root), str(launcher.state), str(host_dirs["work-a"])]
+    for where, text in out["texts"].items():
+        assert str(REPO) not in text, f"{where} names the checkout: {text[:3000]}"
+        if where == "/proc/self/mountinfo":
+            continue  # a bind mount shows its source: opaque runtime and slot dirs only
+        for path in server_dirs:
+            assert path not in text, f"{where} names the host path {path}: {text[:3000]}"
+    assert out["texts"]["/proc/1/cmdline"].startswith("/usr/bin/bwrap --args ")
 
 
 async def test_writes_outside_work_dir_fail(probe: RunningKernel) -> None:

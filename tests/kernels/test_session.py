@@ -49,7 +49,7 @@ async def test_at_capacity_the_least_recently_used_idle_session_is_reclaimed(reg
     a, _ = await registry.ensure("t", "a")
     b, _ = await registry.ensure("t", "b")
     await a.submit("1").done  # a is now the more recently used
-    c, created = await registry.ensure("t", "c")
+    _, created = await registry.ensure("t", "c")
     assert created and registry.find("t", "b") is None and b.state is SessionState.CLOSED
     assert registry.find("t", "a") is a
 

@@ -294,13 +294,29 @@ class KernelSession:
             late, self._late = self._late, None
             await late.close()
 
-    async def _drop_kernel(self, state: SessionState, exec_id: str | None = None) -> None:
-        """Discard the kernel (the next execution gets a fresh one)."""
+    async def _drop_kernel(
+        self, state: SessionState, exec_id: str | None = None, kill: bool = False
+    ) -> None:
+        """Discard the kernel (the next execution gets a fresh one); `kill` ends it at once
+        rather than after a graceful shutdown, for a kernel that must not run on a moment."""
+        await self._discard(*self._take_kernel(state, exec_id, kill))
+
+    def _take_kernel(
+        self, state: SessionState, exec_id: str | None, kill: bool
+    ) -> tuple[Kernel | None, LateOutput | None]:
+        """The synchronous half of `_drop_kernel`: from here on no execution can reach it."""
         self._set_state(state, exec_id)
         old, self.kernel = self.kernel, None
-        await self._forget_late()
-        if old is not None:
-            await self.pool.discard(old)
+        late, self._late = self._late, None
+        if old is not None and kill:
+            old.kill()
+        return old, late
+
+    async def _discard(self, kernel: Kernel | None, late: LateOutput | None) -> None:
+        if late is not None:
+            await late.close()
+        if kernel is not None:
+            await self.pool.discard(kernel)
 
     def _kernel_cpu(self) -> float | None:
         """CPU time of the kernel's processes (for the disk guard); None without a kernel."""
@@ -323,9 +339,8 @@ class KernelSession:
         if self._last_exec_id is not None:
             event = error_event("DiskQuotaExceeded", f"{reason}; the kernel was replaced")
             self._publish({**event, "late": True}, self._last_exec_id)
-        asyncio.get_running_loop().create_task(
-            self._drop_kernel(SessionState.RESTARTING), name="disk-replace"
-        )
+        taken = self._take_kernel(SessionState.RESTARTING, None, kill=True)
+        asyncio.get_running_loop().create_task(self._discard(*taken), name="disk-replace")
 
     async def _watch(self, kernel: Kernel) -> None:
         exit_ = await kernel.exited
@@ -477,7 +492,7 @@ class KernelSession:
                     "the kernel was replaced and variables from before are gone",
                 )
             )
-            await self._drop_kernel(SessionState.RESTARTING, run.exec_id)
+            await self._drop_kernel(SessionState.RESTARTING, run.exec_id, kill=True)
 
     async def _announce_files(self, before: Any, exec_id: str) -> list[dict[str, Any]]:
         if self.file_watch is None:

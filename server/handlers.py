@@ -6,7 +6,6 @@ import asyncio
 import errno
 import json
 import logging
-import shutil
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -235,16 +234,15 @@ class HealthHandler(ApiHandler):
 
 
 class StatusHandler(ApiHandler):
+    """The tenant's own view: its sessions, the sandbox, the store. Numbers about the whole
+    server (the pool, the disk, other tenants) are for operators, not tenants."""
+
     async def get(self) -> None:
-        disk = shutil.disk_usage(self.state.settings.data_dir)
         self.write_json(
             {
                 "sessions": len(self.state.registry.list(self.tenant)),
-                "sessions_total": self.state.registry.count(),
-                "pool": self.state.pool.status(),
                 "sandbox": self.state.pool.launcher.mode,
-                "store": await self.state.store.status(),
-                "disk": {"free": disk.free, "total": disk.total},
+                "store": await self.state.store.status(self.tenant),
             }
         )
 

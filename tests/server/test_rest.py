@@ -63,11 +63,24 @@ async def test_session_lifecycle(server):
     assert (await api.call("GET", "/api/sessions/life")).status == 404
 
 
-async def test_status_reports_pool_and_store(server):
-    body = (await server.api.call("GET", "/api/status")).json
-    assert body["pool"]["warm_target"] == 1
-    assert body["store"]["backend"] == "sqlite"
-    assert body["sandbox"] == ("off" if server.settings.sandbox == "off" else "uid")
+async def test_status_shows_a_tenant_only_its_own_sessions(server):
+    await server.api.execute("status-user", "1")
+    await server.state.transcript.flush()
+    mine = (await server.api.call("GET", "/api/status")).json
+    theirs = (await server.api2.call("GET", "/api/status")).json
+    assert set(mine) == set(theirs) == {"sessions", "sandbox", "store"}  # no pool, disk, totals
+    assert mine["sessions"] >= 1 and mine["store"]["sessions"] >= 1 and mine["store"]["cells"] >= 1
+    assert theirs["sessions"] == len(server.state.registry.list("t2"))
+    cells = 0
+    for record in await server.state.transcript.sessions("t2"):
+        cells += len(await server.state.transcript.cells("t2", record.user))
+    assert theirs["store"] == {
+        "backend": "sqlite",
+        "sessions": len(await server.state.transcript.sessions("t2")),
+        "cells": cells,
+    }
+    assert mine["store"]["backend"] == "sqlite"
+    assert mine["sandbox"] == ("off" if server.settings.sandbox == "off" else "uid")
 
 
 def test_running_out_of_descriptors_is_a_503():

@@ -208,6 +208,8 @@ class ApiHandler(tornado.web.RequestHandler):
             message = responses.get(status_code, "error")
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
+        if not self.request._body_future.done():  # answered before the body: no reuse
+            self.set_header("Connection", "close")
         self.finish(json.dumps({"error": {"code": code.replace(" ", "_"), "message": message}}))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:

@@ -116,9 +116,9 @@ def urllib_send(url: str, method: str, body: bytes, content_type: str) -> tuple[
     request.add_header("Content-Type", content_type)
     try:
         with urllib.request.urlopen(request, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
+            return resp.status, {**json.loads(resp.read()), "headers": dict(resp.headers)}
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        return exc.code, {**json.loads(exc.read()), "headers": dict(exc.headers)}
 
 
 @pytest.mark.parametrize(
@@ -137,6 +137,7 @@ async def test_urllib_reads_the_413_of_an_oversized_body(
         urllib_send, srv.base + path, method, body, "application/octet-stream"
     )
     assert (status, answer["error"]["code"]) == (413, code)
+    assert answer["headers"].get("Connection") == "close"
     work_dir = srv.state.registry.work_dir_for("t1", "uploader")
     assert not work_dir.exists() or not any(work_dir.iterdir())
     assert srv.state.registry.find("t1", "uploader") is None

@@ -7,10 +7,10 @@ import logging
 import signal
 import sys
 
-from tornado.httpserver import HTTPServer
-
 from .app import lifespan, make_app
 from .config import Settings, load_settings
+from .http_server import make_http_server
+from .logs import configure_logging, flush_dropped
 
 log = logging.getLogger("server")
 
@@ -21,9 +21,7 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with lifespan(settings) as state:
-        server = HTTPServer(
-            make_app(state), max_body_size=settings.max_request_bytes * 2, xheaders=False
-        )
+        server = make_http_server(make_app(state), settings)
         server.listen(settings.port, settings.host)
         url = f"http://{settings.host}:{settings.port}"
         log.info("listening on %s (sandbox %s)", url, state.pool.launcher.mode)
@@ -47,15 +45,14 @@ def main() -> None:
     except ValueError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = configure_logging(settings)
     try:
         asyncio.run(serve(settings))
     except RuntimeError as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        flush_dropped(handler)
 
 
 if __name__ == "__main__":

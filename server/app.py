@@ -23,6 +23,7 @@ from .auth import Authenticator
 from .config import Settings
 from .files_http import file_area, file_routes, file_url
 from .janitor import Janitor
+from .logs import log_request
 from .notebook_http import NotebookHandler, NotesHandler
 from .store.base import SessionRecord, Store
 from .store.sqlite import SqliteStore
@@ -70,6 +71,7 @@ def make_app(state: AppState) -> tornado.web.Application:
         default_handler_args={"state": state},
         websocket_ping_interval=30,
         websocket_ping_timeout=30,
+        log_function=log_request,
     )
 
 

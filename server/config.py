@@ -50,6 +50,10 @@ class Settings:
     user_quota_bytes: int = 500_000_000
     file_ttl_seconds: float = 48 * 3600
     transcript_ttl_seconds: float = 7 * 86400
+    header_timeout: float = 60
+    body_idle_timeout: float = 60
+    max_connections_per_address: int = 256
+    max_connections: int = 0
     sandbox: str = "on"
     kernel_uid_first: int = 2_000_000
     kernel_uid_last: int = 2_000_999
@@ -101,6 +105,10 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "user_quota_bytes": (int, "bytes of files one user may keep"),
     "file_ttl_seconds": (float, "seconds after its last change a file expires"),
     "transcript_ttl_seconds": (float, "seconds after the last activity a transcript expires"),
+    "header_timeout": (float, "seconds a request's headers may take; also keep-alive idle time"),
+    "body_idle_timeout": (float, "seconds a request body may go without a byte (then 408)"),
+    "max_connections_per_address": (int, "open connections one client address may hold (0: any)"),
+    "max_connections": (int, "open connections in total (0: from the open-file limit)"),
     "sandbox": (str, "on or off: run kernels under bubblewrap (off is unsafe)"),
     "kernel_uid_first": (int, "first host uid given to sandboxed kernels"),
     "kernel_uid_last": (int, "last host uid given to sandboxed kernels"),
@@ -208,9 +216,14 @@ def finalize(settings: Settings) -> Settings:
         "max_code_bytes",
         "output_cap_bytes",
         "kernel_cpus",
+        "max_connections_per_address",
+        "max_connections",
     ):
         if values[name] < 0:
             raise ValueError(f"{name} must not be negative")
+    for name in ("header_timeout", "body_idle_timeout"):
+        if not values[name] > 0:
+            raise ValueError(f"{name} must be a positive number of seconds")
     if not str(values["runtime_dir"]) or values["runtime_dir"] == Path():
         digest = hashlib.sha1(str(data_dir).encode()).hexdigest()[:10]
         values["runtime_dir"] = Path("/tmp") / f"kss-{os.getuid()}-{digest}"

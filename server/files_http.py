@@ -3,8 +3,9 @@ delete. Bodies stream straight into `kernels.files.Upload` (limits checked as by
 and downloads stream from an open fd in 64 KiB chunks; nothing is held whole in memory.
 
 Written against `server.handlers.ApiHandler` as it is:
-- `prepare()` authenticates and sets `self.tenant`; it answers 413 when Content-Length
-  exceeds `self.body_limit()`, which these handlers override per method;
+- `prepare()` authenticates and sets `self.tenant` and `self.content_length`; it answers 413
+  when Content-Length exceeds `self.body_limit()`, which these handlers override per method,
+  and 408 when the body stops arriving; body bytes come to `body_received`;
 - `self.state` is the `AppState`; work dirs come from `state.registry.work_dir_for(t, u)`;
   `state.settings` must carry `file_max_bytes`, `user_quota_bytes`, `file_ttl_seconds`;
 - errors are `ProtocolError`s or the file area's domain errors (`KernelError`s), rendered by
@@ -72,7 +73,7 @@ def content_disposition(name: str) -> str:
 
 class FilesBase(ApiHandler):
     """Shared plumbing: the user's file area, domain errors as API errors, and a way to
-    answer at once from `data_received` while the client is still sending."""
+    answer at once from `body_received` while the client is still sending."""
 
     def initialize(self, state: AppState) -> None:  # type: ignore[override]
         super().initialize(state)
@@ -117,7 +118,7 @@ class FilesHandler(FilesBase):
         files = [{**info.as_dict(), "url": file_url(user, info.name)} for info in infos]
         self.write_json({"files": files})
 
-    async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
+    async def body_received(self, chunk: bytes) -> None:  # type: ignore[override]
         if self._failed or self.request.method != "POST":
             return
         try:
@@ -172,6 +173,7 @@ class FilesHandler(FilesBase):
 
     def on_finish(self) -> None:
         self._abort_all()
+        super().on_finish()
 
 
 class FileHandler(FilesBase):
@@ -187,15 +189,13 @@ class FileHandler(FilesBase):
         if self.request.method != "PUT":
             return
         user, name = self.path_args
-        length = self.request.headers.get("Content-Length")
-        size = int(length) if length is not None and length.isdigit() else None
         area = self.area(user)
-        self._upload = await asyncio.to_thread(area.open_upload, name, size)
+        self._upload = await asyncio.to_thread(area.open_upload, name, self.content_length)
         # Chunked bodies have no length: tornado checks each chunk's declared size before
         # handing us its bytes, so leave room past the limit for Upload to answer first.
         self.request.connection.set_max_body_size(self.body_limit() + CHUNKED_SLACK)
 
-    async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
+    async def body_received(self, chunk: bytes) -> None:  # type: ignore[override]
         if self._failed or self._upload is None:
             return
         try:
@@ -240,6 +240,7 @@ class FileHandler(FilesBase):
     def on_finish(self) -> None:
         if self._upload is not None:
             self._upload.abort()  # a no-op after commit
+        super().on_finish()
 
 
 def file_routes(user_pattern: str, kw: dict[str, Any]) -> list[tuple[str, type, dict[str, Any]]]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
-import shutil
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +26,21 @@ from kernels.errors import (
 from kernels.files import BadFileName, FileNotFound, FileTooLarge, QuotaExceeded
 
 from .auth import bearer_token
-from .protocol import ProtocolError, parse_execute, parse_json_object, validate_user
+from .protocol import (
+    ProtocolError,
+    parse_content_length,
+    parse_execute,
+    parse_json_object,
+    validate_user,
+)
 
 if TYPE_CHECKING:
     from .app import AppState
 
 log = logging.getLogger(__name__)
+
+# Descriptors or memory ran out: the server's state, not the request's fault, and passing.
+OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
 
 DOMAIN_STATUS: dict[type[KernelError], int] = {
     BadFileName: 400,
@@ -53,6 +63,8 @@ def error_status(exc: BaseException) -> tuple[int, str, str]:
     if isinstance(exc, KernelError):
         status = next((DOMAIN_STATUS[t] for t in type(exc).__mro__ if t in DOMAIN_STATUS), 500)
         return status, exc.code, str(exc)
+    if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES:
+        return 503, "server_busy", "the server is short of resources; try again shortly"
     if isinstance(exc, tornado.web.HTTPError):
         code = responses.get(exc.status_code, "error").lower().replace(" ", "_")
         return exc.status_code, code, exc.log_message or responses.get(exc.status_code, "error")
@@ -90,7 +102,8 @@ def authenticate(handler: tornado.web.RequestHandler, state: AppState, allow_que
 
 @tornado.web.stream_request_body
 class ApiHandler(tornado.web.RequestHandler):
-    """Base of every REST handler: auth, bounded bodies, JSON answers and errors."""
+    """Base of every REST handler: auth, bounded bodies that must keep arriving, JSON answers
+    and errors. Subclasses take body bytes in `body_received`."""
 
     auth_required = True
     allow_query_token = False
@@ -98,9 +111,12 @@ class ApiHandler(tornado.web.RequestHandler):
     def initialize(self, state: AppState) -> None:
         self.state = state
         self.tenant = ""
+        self.content_length: int | None = None
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
+        self._body_at = 0.0  # when body bytes last arrived
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -112,19 +128,64 @@ class ApiHandler(tornado.web.RequestHandler):
     async def prepare(self) -> None:
         if self.auth_required:
             self.tenant = authenticate(self, self.state, self.allow_query_token)
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self.body_limit():
+        self.content_length = parse_content_length(self.request.headers.get("Content-Length"))
+        if self.content_length is not None and self.content_length > self.body_limit():
             raise ProtocolError(413, "payload_too_large", f"body over {self.body_limit()} bytes")
+        if self.content_length or "Transfer-Encoding" in self.request.headers:
+            self._watch_body()
 
-    def data_received(self, chunk: bytes) -> None:
-        if self._too_large:
+    def _watch_body(self) -> None:
+        """Answer 408 once the body stops arriving for `--body-idle-timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        self._body_at = loop.time()
+        self._body_timer = loop.call_later(
+            self.state.settings.body_idle_timeout, self._body_idle_check
+        )
+        # Set by tornado (web.py `_HandlerDelegate.finish`) once the whole body has arrived.
+        self.request._body_future.add_done_callback(lambda _: self._unwatch_body())
+
+    def _body_idle_check(self) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self.state.settings.body_idle_timeout
+        idle = loop.time() - self._body_at
+        if idle < timeout:
+            self._body_timer = loop.call_later(timeout - idle, self._body_idle_check)
             return
+        self._body_timer = None
+        if not self._finished:
+            exc = ProtocolError(
+                408, "request_timeout", f"the request body stalled for {timeout:g} s"
+            )
+            log.info("%s %s -> %s", self.request.method, self.request.path, exc)
+            self.send_error(408, exc_info=(type(exc), exc, None))
+
+    def _unwatch_body(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        self._body_at = asyncio.get_running_loop().time()
+        return self.body_received(chunk)
+
+    def body_received(self, chunk: bytes) -> Awaitable[None] | None:
+        """A piece of the request body (JSON bodies are kept, up to `body_limit`)."""
+        if self._too_large:
+            return None
         self._size += len(chunk)
         if self._size > self.body_limit():
             self._too_large = True
             self._chunks.clear()
         else:
             self._chunks.append(chunk)
+        return None
+
+    def on_finish(self) -> None:
+        self._unwatch_body()
+
+    def on_connection_close(self) -> None:
+        self._unwatch_body()
+        super().on_connection_close()
 
     def json_body(self) -> dict[str, Any]:
         if self._too_large:
@@ -147,11 +208,15 @@ class ApiHandler(tornado.web.RequestHandler):
             message = responses.get(status_code, "error")
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
+        if not self.request._body_future.done():  # answered before the body: no reuse
+            self.set_header("Connection", "close")
         self.finish(json.dumps({"error": {"code": code.replace(" ", "_"), "message": message}}))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ProtocolError | KernelError | tornado.web.HTTPError):
             log.info("%s %s -> %s", self.request.method, self.request.path, value)
+        elif isinstance(value, OSError) and value.errno in OUT_OF_RESOURCES:
+            log.error("%s %s -> 503: %s", self.request.method, self.request.path, value.strerror)
         else:
             super().log_exception(typ, value, tb)
 
@@ -171,16 +236,15 @@ class HealthHandler(ApiHandler):
 
 
 class StatusHandler(ApiHandler):
+    """The tenant's own view: its sessions, the sandbox, the store. Numbers about the whole
+    server (the pool, the disk, other tenants) are for operators, not tenants."""
+
     async def get(self) -> None:
-        disk = shutil.disk_usage(self.state.settings.data_dir)
         self.write_json(
             {
                 "sessions": len(self.state.registry.list(self.tenant)),
-                "sessions_total": self.state.registry.count(),
-                "pool": self.state.pool.status(),
                 "sandbox": self.state.pool.launcher.mode,
-                "store": await self.state.store.status(),
-                "disk": {"free": disk.free, "total": disk.total},
+                "store": await self.state.store.status(self.tenant),
             }
         )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,8 @@ from kernels.storable import clean, may_hold_surrogates
 
 USER_RE = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
 EXEC_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+ASCII_DIGITS_RE = re.compile(r"[0-9]+")  # not isdigit(): it takes superscripts, other scripts
+MAX_DIGITS = 18  # every count we take fits in 63 bits
 
 
 class ProtocolError(Exception):
@@ -47,13 +48,36 @@ def validate_user(user: str) -> str:
     return user
 
 
+def parse_count(raw: str, max_digits: int = MAX_DIGITS) -> int | None:
+    """A non-negative integer written in 1..max_digits ASCII digits, else None. The one way
+    the server reads a number from client text (query values, Content-Length)."""
+    if len(raw) > max_digits or not ASCII_DIGITS_RE.fullmatch(raw):
+        return None
+    return int(raw)
+
+
+def parse_content_length(raw: str | None) -> int | None:
+    """The body length a request declares (None: no Content-Length). Identical repeated
+    values are one value (proxies repeat it); anything else is a 400."""
+    if raw is None:
+        return None
+    values = {v.strip() for v in raw.split(",")}
+    length = parse_count(values.pop()) if len(values) == 1 else None
+    if length is None:
+        raise ProtocolError(400, "bad_request", "Content-Length must be one non-negative integer")
+    return length
+
+
 def parse_json_object(raw: bytes | str) -> dict[str, Any]:
-    """A client's JSON object; lone surrogates in its strings become U+FFFD, so what the
-    client sends can always be stored and echoed (see `kernels.storable`)."""
+    """A JSON object from a REST body or a WebSocket frame, or a 400 `invalid_json`. Lone
+    surrogates in its strings become U+FFFD, so what a client sends can always be stored and
+    echoed (see `kernels.storable`)."""
     try:
         value = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError(400, "invalid_json", "the body is not valid JSON") from None
+    except RecursionError:
+        raise ProtocolError(400, "invalid_json", "the JSON is nested too deeply") from None
     if not isinstance(value, dict):
         raise ProtocolError(400, "invalid_json", "expected a JSON object")
     return clean(value) if may_hold_surrogates(raw) else value
@@ -72,7 +96,7 @@ def parse_execute(obj: dict[str, Any], max_code_bytes: int, max_timeout: float) 
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise ProtocolError(400, "invalid_field", "'timeout' must be a number of seconds")
-        if not math.isfinite(timeout) or timeout <= 0 or timeout > max_timeout:
+        if not 0 < timeout <= max_timeout:  # also false for nan, inf and huge integers
             raise ProtocolError(
                 400, "invalid_field", f"'timeout' must be > 0 and at most {max_timeout:g}"
             )
@@ -84,13 +108,17 @@ def parse_execute(obj: dict[str, Any], max_code_bytes: int, max_timeout: float) 
     return ExecuteRequest(code=code, timeout=timeout, id=exec_id)
 
 
-def parse_frame(
-    raw: str | bytes, max_code_bytes: int, max_timeout: float
-) -> ExecuteRequest | ControlFrame:
-    """One WebSocket client frame -> a request, or ProtocolError."""
+def frame_object(raw: str | bytes) -> dict[str, Any]:
+    """The JSON object of one WebSocket client frame, or ProtocolError."""
     if isinstance(raw, bytes):
         raise ProtocolError(400, "invalid_frame", "binary frames are not accepted; send JSON text")
-    obj = parse_json_object(raw)
+    return parse_json_object(raw)
+
+
+def parse_frame(
+    obj: dict[str, Any], max_code_bytes: int, max_timeout: float
+) -> ExecuteRequest | ControlFrame:
+    """One WebSocket client frame's object -> a request, or ProtocolError."""
     kind = obj.get("type")
     if kind is None:
         raise ProtocolError(400, "missing_field", "'type' is required")
@@ -108,6 +136,7 @@ def parse_frame(
 def parse_since(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    since = parse_count(raw)
+    if since is None:
         raise ProtocolError(400, "invalid_since", "'since' must be a non-negative integer")
-    return int(raw)
+    return since

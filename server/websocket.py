@@ -23,7 +23,14 @@ from kernels.session import KernelSession
 from kernels.storable import clean_text
 
 from .handlers import authenticate, error_status
-from .protocol import ControlFrame, ProtocolError, parse_frame, parse_since, validate_user
+from .protocol import (
+    ControlFrame,
+    ProtocolError,
+    frame_object,
+    parse_frame,
+    parse_since,
+    validate_user,
+)
 
 if TYPE_CHECKING:
     from .app import AppState
@@ -123,10 +130,9 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         settings = self.state.settings
         frame_id = None
         try:
-            if isinstance(message, str):
-                with contextlib.suppress(ValueError, AttributeError):
-                    frame_id = json.loads(message).get("id")
-            request = parse_frame(message, settings.max_code_bytes, settings.max_exec_timeout)
+            obj = frame_object(message)
+            frame_id = obj.get("id")
+            request = parse_frame(obj, settings.max_code_bytes, settings.max_exec_timeout)
             if isinstance(request, ControlFrame):
                 if request.type == "interrupt":
                     session.interrupt()

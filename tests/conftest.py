@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from tornado.httpserver import HTTPServer
 
 from server.app import AppState, lifespan, make_app
 from server.config import Settings, finalize
+from server.http_server import EdgeServer, make_http_server
 from tests.client import Api
 
 KEY = "test-key-tenant-one"
@@ -44,9 +44,10 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 class RunningServer:
-    def __init__(self, state: AppState, settings: Settings) -> None:
+    def __init__(self, state: AppState, settings: Settings, http: EdgeServer) -> None:
         self.state = state
         self.settings = settings
+        self.http = http
         self.base = f"http://127.0.0.1:{settings.port}"
         self.api = Api(self.base, KEY)
         self.api2 = Api(self.base, KEY2)
@@ -55,11 +56,11 @@ class RunningServer:
 @asynccontextmanager
 async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
     async with lifespan(settings) as state:
-        http = HTTPServer(make_app(state), max_body_size=settings.max_request_bytes * 2)
+        http = make_http_server(make_app(state), settings)
         http.listen(settings.port, "127.0.0.1")
         try:
             await state.pool.wait_warm()
-            yield RunningServer(state, settings)
+            yield RunningServer(state, settings, http)
         finally:
             http.stop()
             await http.close_all_connections()

@@ -191,11 +191,6 @@ class OursSystem:
         self.proc = ManagedProcess(self.name, argv, self.workdir / "server.log", cwd=server_dir)
         self.proc.start()
         await self.proc.wait_http(f"{self.base}/api/health", self.cfg.startup_timeout_s)
-        try:  # the pool size the server actually runs with, for the table's notes
-            status = await self.request("GET", "/api/status", timeout_s=10)
-            self.pool_size = int(status["pool"]["warm_target"])
-        except (HTTPClientError, OSError, KeyError, TypeError, ValueError) as exc:
-            log.warning("%s: no pool size from /api/status: %r", self.name, exc)
 
     async def stop(self) -> None:
         if self.proc is not None:

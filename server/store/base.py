@@ -57,7 +57,9 @@ class Store(Protocol):
 
     async def delete_session(self, tenant: str, user: str) -> bool: ...
 
-    async def status(self) -> dict[str, Any]: ...
+    async def status(self, tenant: str) -> dict[str, Any]:
+        """{"backend", "sessions", "cells"}: the store's name and the tenant's own counts."""
+        ...
 
     # -- transcript ------------------------------------------------------------------------
 

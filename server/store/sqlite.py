@@ -182,10 +182,12 @@ class SqliteStore:
         )
         return [SessionRecord(*row) for row in rows]
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self, tenant: str) -> dict[str, Any]:
         rows = await self._run(
             self._exec,
-            "SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM cells)",
+            "SELECT (SELECT count(*) FROM sessions WHERE tenant = ?), "
+            "(SELECT count(*) FROM cells WHERE tenant = ?)",
+            (tenant, tenant),
         )
         return {"backend": "sqlite", "sessions": rows[0][0], "cells": rows[0][1]}
 

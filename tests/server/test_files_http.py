@@ -69,6 +69,7 @@ async def srv(tmp_path: Path) -> AsyncIterator[Server]:
         file_max_bytes=2 * MB,
         user_quota_bytes=5 * MB,
         file_ttl_seconds=48 * 3600,
+        body_idle_timeout=60,
     )
     state = SimpleNamespace(
         settings=settings,

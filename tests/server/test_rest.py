@@ -2,9 +2,13 @@
 
 import asyncio
 import base64
+import errno
 import json
 
+from server.handlers import error_status
 from tests.conftest import KEY
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # json.loads raises RecursionError on it
 
 
 async def test_health_needs_no_auth(server):
@@ -59,11 +63,29 @@ async def test_session_lifecycle(server):
     assert (await api.call("GET", "/api/sessions/life")).status == 404
 
 
-async def test_status_reports_pool_and_store(server):
-    body = (await server.api.call("GET", "/api/status")).json
-    assert body["pool"]["warm_target"] == 1
-    assert body["store"]["backend"] == "sqlite"
-    assert body["sandbox"] == ("off" if server.settings.sandbox == "off" else "uid")
+async def test_status_shows_a_tenant_only_its_own_sessions(server):
+    await server.api.execute("status-user", "1")
+    await server.state.transcript.flush()
+    mine = (await server.api.call("GET", "/api/status")).json
+    theirs = (await server.api2.call("GET", "/api/status")).json
+    assert set(mine) == set(theirs) == {"sessions", "sandbox", "store"}  # no pool, disk, totals
+    assert mine["sessions"] >= 1 and mine["store"]["sessions"] >= 1 and mine["store"]["cells"] >= 1
+    assert theirs["sessions"] == len(server.state.registry.list("t2"))
+    cells = 0
+    for record in await server.state.transcript.sessions("t2"):
+        cells += len(await server.state.transcript.cells("t2", record.user))
+    assert theirs["store"] == {
+        "backend": "sqlite",
+        "sessions": len(await server.state.transcript.sessions("t2")),
+        "cells": cells,
+    }
+    assert mine["store"]["backend"] == "sqlite"
+    assert mine["sandbox"] == ("off" if server.settings.sandbox == "off" else "uid")
+
+
+def test_running_out_of_descriptors_is_a_503():
+    exc = OSError(errno.EMFILE, "Too many open files")
+    assert error_status(exc)[:2] == (503, "server_busy")
 
 
 async def test_interrupt_and_restart_over_rest(server):
@@ -133,6 +155,13 @@ async def test_bad_input_gets_json_errors(server):
         (("POST", "/api/sessions/u1/execute"), {"raw": b"{nope"}, 400, "invalid_json"),
         (("POST", "/api/sessions/u1/execute"), {"raw": b"[]"}, 400, "invalid_json"),
         (("POST", "/api/sessions/u1/execute"), {"raw": b"\xff\xfe"}, 400, "invalid_json"),
+        (("POST", "/api/sessions/u1/execute"), {"raw": DEEP}, 400, "invalid_json"),
+        (
+            ("POST", "/api/sessions/u1/execute"),
+            {"raw": b'{"code": "1", "timeout": 1' + b"0" * 400 + b"}"},
+            400,
+            "invalid_field",
+        ),
         (("POST", "/api/sessions/u1/execute"), {"body": {}}, 400, "missing_field"),
         (("POST", "/api/sessions/u1/execute"), {"body": {"code": ["x"]}}, 400, "invalid_field"),
         (

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+from urllib.parse import quote
 
 import pytest
 from tornado.httpclient import HTTPClientError
@@ -155,6 +156,11 @@ async def test_restart_during_an_execution_aborts_it(server):
         ('{"type": "execute", "id": "x3"}', "missing_field"),
         ('{"type": "execute", "id": "x4", "code": 42}', "invalid_field"),
         ('{"type": "execute", "id": "x5", "code": "1", "timeout": "never"}', "invalid_field"),
+        (
+            '{"type": "execute", "id": "x6", "code": "1", "timeout": 1' + "0" * 400 + "}",
+            "invalid_field",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "invalid_json"),  # nested past the recursion limit
         (b"\x00\x01binary", "invalid_frame"),
     ],
 )
@@ -207,6 +213,14 @@ async def _ws_raw(server):
 
     url = server.base.replace("http", "ws") + "/api/sessions/fine/ws?since=-3&token=" + KEY
     return await websocket_connect(url)
+
+
+@pytest.mark.parametrize("since", ["\u00b2", "\u0661", "-3", "1e3", "9" * 19])
+async def test_since_takes_only_ascii_digits(server, since):
+    path = f"/api/sessions/since-user/ws?since={quote(since)}"
+    resp = await server.api.call("GET", path)  # refused before the upgrade is looked at
+    assert resp.status == 400 and resp.json["error"]["code"] == "invalid_since"
+    assert server.state.registry.find("t1", "since-user") is None
 
 
 async def test_token_in_query_string(server):

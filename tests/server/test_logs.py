@@ -1,0 +1,114 @@
+"""What reaches the log: no key through a real server, redaction, floods cut to one line."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from tornado.httpclient import HTTPClientError
+from tornado.websocket import websocket_connect
+
+from server.logs import RateLimiter, Redactor, install_filters
+from tests.conftest import KEY, KEY2, RunningServer, make_settings, running_server
+
+BAD_KEYS = ["wrong-key-aaaaaaaa", "wrong-key-bbbbbbbb"]
+
+
+@pytest_asyncio.fixture(scope="module")
+async def srv(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningServer]:
+    async with running_server(make_settings(tmp_path_factory.mktemp("logs"))) as server:
+        yield server
+
+
+async def test_no_key_reaches_the_log(srv: RunningServer, caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.INFO)
+    out = io.StringIO()
+    filtered = install_filters(logging.StreamHandler(out), srv.settings)
+    logging.getLogger().addHandler(filtered)
+    try:
+        # A browser cannot set headers on a WebSocket: the key goes in the query.
+        url = srv.base.replace("http", "ws", 1) + f"/api/sessions/logs/ws?token={KEY}&since=0"
+        (await websocket_connect(url)).close()
+        for bad in BAD_KEYS:
+            with pytest.raises(HTTPClientError):
+                await websocket_connect(url.replace(KEY, bad))
+        assert (await srv.api.call("GET", f"/api/status?token={KEY2}")).status == 200
+        resp = await srv.api.call("GET", "/api/status", key=BAD_KEYS[0])
+        assert resp.status == 401
+        resp = await srv.api.call("GET", f"/api/nowhere?sig={KEY}", key=None)
+        assert resp.status == 404
+    finally:
+        logging.getLogger().removeHandler(filtered)
+    lines = [r.getMessage() + (r.exc_text or "") for r in caplog.records]
+    assert any(line.startswith("101 GET /api/sessions/logs/ws ") for line in lines), lines
+    for secret in [KEY, KEY2, *BAD_KEYS]:
+        assert not [line for line in lines if secret in line]
+        assert secret not in out.getvalue()
+
+
+def record(msg: str, *args: object, name: str = "server.x", level: int = logging.WARNING):
+    return logging.LogRecord(name, level, __file__, 1, msg, args, None)
+
+
+def test_redaction_masks_keys_tokens_and_bearers() -> None:
+    redactor = Redactor(["sekrit-key-123"])
+    r = record("GET %s with %s", "/ws?token=abc.def&since=3&sig=XYZ", "Bearer qwerty")
+    assert redactor.filter(r)
+    assert (
+        r.getMessage() == "GET /ws?token=[redacted]&since=3&sig=[redacted] with Bearer [redacted]"
+    )
+    try:
+        raise ValueError("bad key sekrit-key-123 in access_token=zzz")
+    except ValueError:
+        r = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", None, sys.exc_info())
+    redactor.filter(r)
+    text = logging.Formatter().format(r)
+    assert "sekrit-key-123" not in text and "zzz" not in text and "[redacted]" in text
+
+
+def test_a_flood_is_cut_to_a_few_lines_and_one_count() -> None:
+    now = [0.0]
+    emitted: list[logging.LogRecord] = []
+    limiter = RateLimiter(emitted.append, burst=3, interval=10, clock=lambda: now[0])
+    passed = [limiter.filter(record("too many open files: %s", i)) for i in range(50)]
+    assert passed == [True] * 3 + [False] * 47
+    assert limiter.filter(record("another kind %s", 1))  # its own allowance
+    info = [limiter.filter(record("kernel started for %s", u, level=logging.INFO)) for u in "ab"]
+    assert info == [True, True]  # lifecycle lines are not limited
+    noisy = record("Malformed HTTP message from %s", "x", name="tornado.general", level=20)
+    assert [limiter.filter(noisy) for _ in range(5)] == [True] * 3 + [False] * 2
+    access = record("%d %s", 408, "/x", name="tornado.access")
+    assert all(limiter.filter(access) for _ in range(20))
+    now[0] = 11.0
+    assert limiter.filter(record("too many open files: %s", 99))
+    summaries = sorted(r.getMessage() for r in emitted)
+    assert summaries == [
+        "2 more like this in 10 s were not logged: Malformed HTTP message from %s",
+        "47 more like this in 10 s were not logged: too many open files: %s",
+    ]
+    assert all(r.levelno == logging.WARNING or r.name == "tornado.general" for r in emitted)
+
+
+async def test_tornados_per_connection_noise_is_rate_limited(
+    srv: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    out = io.StringIO()
+    handler = install_filters(logging.StreamHandler(out), srv.settings)
+    logging.getLogger().addHandler(handler)
+    try:
+        for _ in range(20):
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.settings.port)
+            writer.write(b"NONSENSE\r\n\r\n")
+            assert (await reader.read()).startswith(b"HTTP/1.1 400")
+            writer.close()
+    finally:
+        logging.getLogger().removeHandler(handler)
+    raw = [r for r in caplog.records if r.getMessage().startswith("Malformed HTTP message")]
+    assert len(raw) == 20  # tornado logs each one...
+    assert out.getvalue().count("Malformed HTTP message") == 5  # ...five reach the log

@@ -6,12 +6,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import tornado.web
 
-from kernels.files import FileArea
+from kernels.file_areas import FileAreas
+from kernels.file_pool import FairPool
+from kernels.files import FileArea, FileLimits, Snapshot
 from kernels.launcher import KernelCommand, Launcher, default_kernel_python
 from kernels.pool import KernelPool
 from kernels.sandbox import SandboxPolicy, cleanup_leftovers, make_launcher
@@ -21,7 +22,7 @@ from kernels.sessions import SessionRegistry
 from . import handlers as h
 from .auth import Authenticator
 from .config import Settings
-from .files_http import file_area, file_routes, file_url
+from .files_http import file_routes, file_url
 from .janitor import Janitor
 from .notebook_http import NotebookHandler, NotesHandler
 from .store.base import SessionRecord, Store
@@ -42,6 +43,7 @@ class AppState:
     pool: KernelPool
     registry: SessionRegistry
     transcript: Transcript
+    files: FileAreas
 
 
 def make_routes(state: AppState) -> list[tuple[str, type, dict[str, Any]]]:
@@ -105,23 +107,32 @@ def _record(session: KernelSession) -> SessionRecord:
 
 
 class AreaWatch:
-    """`FileWatch` of one user's file area: changed files with their download URLs."""
+    """`FileWatch` of one user's file area: changed files with their download URLs. Every
+    call runs in the user's lane of the fair file pool."""
 
     def __init__(self, area: FileArea, user: str) -> None:
         self.area = area
         self.user = user
 
-    async def snapshot(self) -> Any:
+    async def snapshot(self) -> Snapshot:
         return await self.area.asnapshot()
 
-    async def changes(self, before: Any) -> list[dict[str, Any]]:
+    async def changes(self, before: Snapshot) -> list[dict[str, Any]]:
         return [
             {"name": c.name, "size": c.size, "event": c.event, "url": file_url(self.user, c.name)}
             for c in await self.area.achanges_since(before)
         ]
 
-    async def overrun(self, before: Any) -> str | None:
+    async def overrun(self, before: Snapshot) -> str | None:
         return await self.area.aoverrun(before)
+
+
+def file_limits(settings: Settings) -> FileLimits:
+    return FileLimits(
+        max_file_bytes=settings.file_max_bytes,
+        quota=settings.user_quota_bytes,
+        ttl_seconds=settings.file_ttl_seconds,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -132,6 +143,15 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
     launcher = launcher_for(settings)
     store: Store = SqliteStore(settings.data_dir / "kss.sqlite3")
     await store.open()
+    file_pool = FairPool(settings.file_workers)
+    files = FileAreas(
+        settings.data_dir / "files",
+        settings.data_dir / "staging",
+        store,
+        file_pool,
+        file_limits(settings),
+    )
+    files.reset_staging()  # uploads a crash cut short: never visible to a kernel, gone now
     transcript = Transcript(store)
     await transcript.recover()
     transcript.start()
@@ -152,11 +172,10 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         replay_events=settings.replay_events,
         replay_bytes=settings.replay_bytes,
     )
-    root: Path = settings.data_dir / "files"
-    registry = SessionRegistry(
-        pool, limits, lambda t, u: root / t / u, max_sessions=settings.max_sessions
+    registry = SessionRegistry(pool, limits, files.work_dir, max_sessions=settings.max_sessions)
+    state = AppState(
+        settings, Authenticator(settings.api_keys), store, pool, registry, transcript, files
     )
-    state = AppState(settings, Authenticator(settings.api_keys), store, pool, registry, transcript)
 
     async def save_session(session: KernelSession, cell: Cell | None = None) -> None:
         transcript.save_session(_record(session))  # written behind, in order with the cells
@@ -165,7 +184,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
     registry.start_hooks.append(transcript.cell_started)
     registry.cell_hooks.extend([transcript.cell_finished, save_session])
     registry.session_hooks.append(save_session)
-    registry.file_watch_for = lambda t, u: AreaWatch(file_area(state, t, u), u)
+    registry.file_watch_for = lambda t, u: AreaWatch(files.area(t, u), u)
     janitor = Janitor(state)
     try:
         await pool.start()
@@ -176,6 +195,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         await janitor.stop()
         await registry.close_all()
         await pool.close()
+        await file_pool.close()  # queued file work is cancelled, running work not awaited
         await transcript.stop()
         await store.close()
         await cleanup_leftovers(settings.runtime_dir, policy)

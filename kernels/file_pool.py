@@ -78,11 +78,6 @@ class FairPool:
         with contextlib.suppress(PoolClosed):
             self._put(key, _Job(functools.partial(fn, *args), None, None))
 
-    def status(self) -> dict[str, int]:
-        with self._cond:
-            queued = sum(len(q) for q in self._queues.values())
-            return {"workers": len(self._threads), "running": len(self._running), "queued": queued}
-
     async def close(self, grace: float = 2.0) -> None:
         """Cancel queued jobs, then wait at most `grace` seconds for running ones."""
         with self._cond:

@@ -18,6 +18,7 @@ import re
 import signal
 import stat
 import textwrap
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from tornado.httpclient import HTTPClientError
 
 from kernels.file_paths import MAX_ENTRIES
 from kernels.sandbox import check_sandbox_available
+from server.janitor import Janitor
 from tests.client import Api
 from tests.conftest import KEY, RunningServer, make_settings, running_server
 from tests.server.test_shutdown import start_server_process
@@ -53,6 +55,7 @@ async def srv(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running
         sandbox="on",
         user_quota_bytes=QUOTA,
         file_max_bytes=FILE_MAX,
+        idle_timeout=10**9,  # sweeps with a clock days ahead expire files, not sessions
         **UIDS,
     )
     async with running_server(settings) as server:
@@ -194,6 +197,29 @@ async def others_are_served(srv: RunningServer, other: str, newcomer: str) -> No
     assert new.status == 201, new.body
     r = await within(srv.api.execute(newcomer, "'hello'"), "the new session's execution")
     assert r["result"] == {"text/plain": "'hello'"}, r
+
+
+@pytest.mark.timeout(300)
+async def test_expiry_of_25000_files_runs_in_bounded_sweeps_beside_everyone(srv) -> None:
+    heavy, other = "fw-expire-heavy", "fw-expire-other"
+    await asyncio.to_thread(make_files, work_dir(srv, heavy), 25_000)
+    assert (await srv.api.call("PUT", files_url(other, "a.csv"), raw=b"a")).status == 201
+    later = time.time() + srv.settings.file_ttl_seconds + 60
+    sweep = asyncio.create_task(Janitor(srv.state).sweep(now=later))
+    try:
+        r = await within(srv.api.execute(other, "'still served'"), "an execution during a sweep")
+        assert r["result"] == {"text/plain": "'still served'"}, r
+        first = await within(sweep, "an expiry sweep of 25,000 files")
+    finally:
+        sweep.cancel()
+    assert first["files"] >= MAX_ENTRIES and first["kernels"] == 0
+    second = await within(Janitor(srv.state).sweep(now=later), "a second sweep")
+    assert second["files"] >= 25_000 - MAX_ENTRIES  # the rest, in the next sweep
+    assert not [p for p in work_dir(srv, heavy).iterdir() if p.is_file()]
+    listed = await srv.api.call("GET", files_url(heavy))
+    assert listed.json["files"] == [], listed.body
+    gone = await srv.api.call("GET", files_url(other, "a.csv"))
+    assert gone.status == 404 and gone.json["error"]["code"] == "file_expired", gone.body
 
 
 # -- 2. every byte in the work dir counts ------------------------------------------------

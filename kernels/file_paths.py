@@ -5,6 +5,9 @@ resolves a user-controlled path as a whole: names are checked lexically (`valida
 then walked one component at a time with directory fds and `O_NOFOLLOW`, and trees are
 walked by `walk`, which never follows symlinks and, unlike `os.fwalk`, neither recurses nor
 holds more than a bounded number of fds however deep the kernel nests directories.
+
+Every scan also strips setuid/setgid bits from what it passes (`strip_setid`): a work dir
+lives on the host, and a setuid file the kernel made there must not keep the bit.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from .errors import KernelError
 log = logging.getLogger(__name__)
 
 MAX_NAME_BYTES = 255
-TEMP_PREFIX = ".kss-upload-"
+TEMP_PREFIX = ".kss-upload-"  # only for an upload copied in when staging is on another fs
 # Bounds on walking a directory the user's code controls. A valid name has at most 128
 # components, so every file a name can reach lies within MAX_DEPTH directories.
 MAX_DEPTH = MAX_NAME_BYTES // 2
@@ -58,6 +61,18 @@ class FileTooLarge(FileAreaError):
 
 class QuotaExceeded(FileAreaError):
     code = "quota_exceeded"
+
+
+class FileBusy(FileAreaError):
+    code = "file_busy"
+
+
+class FileAreaPurged(FileAreaError):
+    code = "file_area_purged"
+
+
+class PurgeFailed(FileAreaError):
+    code = "purge_failed"
 
 
 def validate_name(name: str) -> str:
@@ -179,28 +194,35 @@ class _Dir:
     next: int = 0
 
 
-def _open_dir(rel: str, fd: int) -> _Dir:
+def _open_dir(rel: str, fd: int, max_entries: int | None) -> _Dir:
     found = _Dir(rel, fd)
     with os.scandir(fd) as entries:
-        for entry in entries:
+        for n, entry in enumerate(entries, 1):
             is_dir = entry.is_dir(follow_symlinks=False)
             (found.dirnames if is_dir else found.filenames).append(entry.name)
+            if n == max_entries:
+                break
     return found
 
 
 def walk(
-    root: Path, *, topdown: bool = True, max_depth: int = MAX_DEPTH
+    root: Path,
+    *,
+    topdown: bool = True,
+    max_depth: int = MAX_DEPTH,
+    max_entries: int | None = None,
 ) -> Iterator[tuple[str, list[str], list[str], int]]:
     """Like `os.fwalk(root)`: (relative dir, dirnames, filenames, dir fd), never following
     symlinks. Iterative and at most `max_depth` levels down, so a tree nested thousands deep
     costs no recursion and at most `max_depth + 1` open fds. The fd is valid until the next
-    step; top-down, pruning `dirnames` in place skips those directories."""
+    step; top-down, pruning `dirnames` in place skips those directories. `max_entries`
+    bounds what is read of one directory (the caller's bound on the whole walk)."""
     try:
         fd = os.open(root, _DIR_FLAGS)
     except OSError:
         return
     try:
-        stack = [_open_dir(".", fd)]
+        stack = [_open_dir(".", fd, max_entries)]
     except OSError:
         os.close(fd)
         return
@@ -217,7 +239,8 @@ def walk(
                 except OSError:
                     continue
                 try:
-                    child = _open_dir(name if top.rel == "." else f"{top.rel}/{name}", sub)
+                    rel = name if top.rel == "." else f"{top.rel}/{name}"
+                    child = _open_dir(rel, sub, max_entries)
                 except OSError:
                     os.close(sub)
                     continue
@@ -240,39 +263,131 @@ def walk(
             os.close(left.fd)
 
 
-def scan(
-    root: Path, *, visible_only: bool, strict: bool = False
-) -> Iterator[tuple[str, os.stat_result]]:
-    """(relative name, lstat) of the regular files under root, never following symlinks.
+def disk_bytes(st: os.stat_result) -> int:
+    """What a file takes on disk for the quota: its size, or its blocks when more
+    (preallocated space counts; a sparse file counts its whole size)."""
+    return max(st.st_size, st.st_blocks * 512)
 
-    Upload temp files are always skipped; `visible_only` also skips hidden files and
-    directories (.ipynb_checkpoints, ...) and names `validate_name` would refuse. Past
-    MAX_ENTRIES entries the scan stops: with a warning, or with `strict` (quota checks,
-    which must not under-count) by raising QuotaExceeded.
+
+_SETID = stat.S_ISUID | stat.S_ISGID
+
+
+def strip_setid(dir_fd: int, entry: str, st: os.stat_result) -> bool:
+    """Clear setuid/setgid of the regular file `entry` (lstat `st`), fd-relative, never
+    through a symlink: it is reopened with O_NOFOLLOW and changed only if fstat shows the
+    same regular file. Whether it was."""
+    try:
+        fd = os.open(
+            entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
+        )
+    except PermissionError:  # no read bit (a kernel may chmod 06111): a path-only fd
+        return _strip_by_path(dir_fd, entry, st)
+    except OSError:
+        return False  # gone or replaced since the lstat: the next scan sees what is there
+    try:
+        now = os.fstat(fd)
+        if _same_file(now, st):
+            os.fchmod(fd, stat.S_IMODE(now.st_mode) & ~_SETID)
+            return True
+    except OSError as exc:
+        log.warning("could not strip setuid/setgid from %s: %s", entry, exc)
+    finally:
+        os.close(fd)
+    return False
+
+
+def _strip_by_path(dir_fd: int, entry: str, st: os.stat_result) -> bool:
+    try:
+        fd = os.open(entry, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        now = os.fstat(fd)
+        if _same_file(now, st):  # fchmod refuses O_PATH fds; its /proc link is the inode
+            os.chmod(f"/proc/self/fd/{fd}", stat.S_IMODE(now.st_mode) & ~_SETID)
+            return True
+    except OSError as exc:
+        log.warning("could not strip setuid/setgid from %s: %s", entry, exc)
+    finally:
+        os.close(fd)
+    return False
+
+
+def _same_file(now: os.stat_result, then: os.stat_result) -> bool:
+    return stat.S_ISREG(now.st_mode) and (now.st_dev, now.st_ino) == (then.st_dev, then.st_ino)
+
+
+def _strip_dir_setgid(dir_fd: int) -> bool:
+    try:
+        mode = os.fstat(dir_fd).st_mode
+        if mode & _SETID:
+            os.fchmod(dir_fd, stat.S_IMODE(mode) & ~_SETID)
+            return True
+    except OSError as exc:
+        log.warning("could not strip setgid from a directory: %s", exc)
+    return False
+
+
+class Scan:
+    """(relative name, lstat) of the regular files under root, never following symlinks;
+    iterate it once.
+
+    `visible_only` skips hidden files and directories (.ipynb_checkpoints, ...) and names
+    `validate_name` would refuse. Past MAX_ENTRIES entries the scan stops and sets
+    `truncated`, or with `strict` (quota checks, which must not under-count) raises
+    QuotaExceeded. Setuid/setgid bits of what it walks are stripped on the way.
     """
-    if not root.is_dir():
-        return
-    seen = 0
-    for rel, dirnames, filenames, dirfd in walk(root):
-        if visible_only:
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        seen += len(dirnames)
-        for entry in filenames:
-            seen += 1
+
+    def __init__(self, root: Path, *, visible_only: bool, strict: bool = False) -> None:
+        self.root = root
+        self.visible_only = visible_only
+        self.strict = strict
+        self.truncated = False
+        self.stripped = 0  # files and directories whose setuid/setgid bits it cleared
+
+    def __iter__(self) -> Iterator[tuple[str, os.stat_result]]:
+        try:
+            yield from self._walk()
+        finally:
+            if self.stripped:
+                log.info("cleared setuid/setgid of %d entries in %s", self.stripped, self.root)
+
+    def _walk(self) -> Iterator[tuple[str, os.stat_result]]:
+        if not self.root.is_dir():
+            return
+        seen = 0
+        for rel, dirnames, filenames, dirfd in walk(self.root, max_entries=MAX_ENTRIES + 1):
+            self.stripped += _strip_dir_setgid(dirfd)
+            if self.visible_only:
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            seen += len(dirnames)
+            for entry in filenames:
+                seen += 1
+                if seen > MAX_ENTRIES:
+                    self._cut_short()
+                    return
+                if self.visible_only and entry.startswith("."):
+                    continue
+                try:
+                    st = os.stat(entry, dir_fd=dirfd, follow_symlinks=False)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if st.st_mode & _SETID:
+                    self.stripped += strip_setid(dirfd, entry, st)
+                name = entry if rel == "." else f"{rel}/{entry}"
+                if not self.visible_only or is_valid_name(name):
+                    yield name, st
             if seen > MAX_ENTRIES:
-                if strict:
-                    raise QuotaExceeded(
-                        f"the file area holds more than {MAX_ENTRIES} files and directories; "
-                        "delete some first"
-                    )
-                log.warning("%s holds more than %d files; scan cut short", root, MAX_ENTRIES)
+                self._cut_short()
                 return
-            if entry.startswith(TEMP_PREFIX) or (visible_only and entry.startswith(".")):
-                continue
-            try:
-                st = os.stat(entry, dir_fd=dirfd, follow_symlinks=False)
-            except OSError:
-                continue
-            name = entry if rel == "." else f"{rel}/{entry}"
-            if stat.S_ISREG(st.st_mode) and (not visible_only or is_valid_name(name)):
-                yield name, st
+
+    def _cut_short(self) -> None:
+        if self.strict:
+            raise QuotaExceeded(
+                f"the file area holds more than {MAX_ENTRIES} files and directories; "
+                "delete some first"
+            )
+        self.truncated = True
+        log.info("%s holds more than %d entries; scan cut short", self.root, MAX_ENTRIES)

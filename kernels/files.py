@@ -1,57 +1,84 @@
 """One user's file area: the kernel's work directory seen from the host.
 
-Both layers use it: the web layer uploads, lists, downloads and deletes; the session layer
-snapshots the directory around an execution to announce what the code created or changed;
-the janitor expires old files. It is plain blocking file-system code raising domain errors
-(`BadFileName`, `FileNotFound`, `FileExpired`, `FileTooLarge`, `QuotaExceeded`); the `a*`
-methods run the heavy parts in a thread for asyncio callers. No database is needed: what
-the file system cannot tell (origin, cached sha256) lives in a small JSON sidecar.
+Both layers use it: the web layer uploads, lists, downloads, deletes and purges; the session
+layer snapshots the directory around an execution and checks its disk use while code runs;
+the janitor expires old files.
+
+The file-system work is plain blocking code (the methods without an `a`), raising domain
+errors. asyncio callers use the `a*` methods: they run that work in the user's lane of the
+server's fair file pool (kernels/file_pool.py), so that work proportional to one user's files
+never holds up another user, and keep what the file system cannot tell (origin, cached
+sha256, names expiry removed) in the store, one batch per call: a listing reads the records
+of one page and writes back what it hashed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import mimetypes
 import os
 import stat
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from kernels.file_listing import (
+    LIST_LIMIT,
+    MAX_LIST_LIMIT,
+    FileInfo,
+    FileRecord,
+    FileRecordStore,
+    Listing,
+    describe,
+    file_info,
+    page,
+    stat_file,
+)
 from kernels.file_paths import (
-    TEMP_PREFIX,
+    MAX_ENTRIES,
     BadFileName,
     FileAreaError,
+    FileAreaPurged,
+    FileBusy,
     FileExpired,
     FileNotFound,
     FileTooLarge,
+    PurgeFailed,
     QuotaExceeded,
+    Scan,
     Stamp,
+    disk_bytes,
+    is_valid_name,
     open_dirs,
-    open_file,
-    scan,
     stamp_of,
     validate_name,
     walk,
 )
-from kernels.file_records import Records
-from kernels.file_transfer import Download, Ledger, Upload
+from kernels.file_pool import Lane
+from kernels.file_transfer import Download, Ledger, Upload, copy_version
 
 __all__ = [
+    "LIST_LIMIT",
+    "MAX_LIST_LIMIT",
     "BadFileName",
     "Download",
     "FileArea",
     "FileAreaError",
+    "FileAreaPurged",
+    "FileBusy",
     "FileChange",
     "FileExpired",
     "FileInfo",
+    "FileLimits",
     "FileNotFound",
+    "FileRecord",
+    "FileRecordStore",
     "FileTooLarge",
+    "Listing",
+    "PurgeFailed",
     "QuotaExceeded",
     "Snapshot",
     "Upload",
@@ -60,35 +87,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MB = 1024 * 1024
-DEFAULT_MAX_FILE_BYTES = 50 * MB
-DEFAULT_QUOTA_BYTES = 500 * MB
+DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
+DEFAULT_QUOTA_BYTES = 500 * 1024 * 1024
 DEFAULT_TTL_SECONDS = 48 * 3600
+DOWNLOAD_PAUSES = (0.01, 0.02, 0.04, 0.08, 0.1)  # between copies of a changing file; then busy
 
-Origin = Literal["upload", "generated"]
 Event = Literal["created", "modified"]
-Snapshot = dict[str, Stamp]
 
 
 @dataclass(frozen=True)
-class FileInfo:
-    name: str
-    size: int
-    modified: float
-    expires_at: float
-    origin: Origin
-    sha256: str
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON form for the API: times as ISO 8601 UTC."""
-        return {
-            "name": self.name,
-            "size": self.size,
-            "modified": _iso(self.modified),
-            "expires_at": _iso(self.expires_at),
-            "origin": self.origin,
-            "sha256": self.sha256,
-        }
+class FileLimits:
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    quota: int = DEFAULT_QUOTA_BYTES
+    ttl_seconds: float = DEFAULT_TTL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -98,33 +109,43 @@ class FileChange:
     event: Event
 
 
-class FileArea:
-    """The files of one (tenant, user); `root` is the host path of the kernel's work dir.
+@dataclass(frozen=True)
+class Snapshot:
+    """A work dir before an execution: stamps of every file, and their bytes on disk."""
 
-    Records live in `records_path`, by default `<root>.files.json` beside the work dir, out
-    of the kernel's reach. Instances are cheap and may be created per request: the in-flight
-    upload ledger and the records lock are shared per directory within the process.
-    """
+    stamps: dict[str, Stamp]
+    used: int
+
+
+class FileArea:
+    """The files of one (tenant, user); `root` is the host path of the kernel's work dir."""
 
     def __init__(
         self,
-        root: Path | str,
+        root: Path,
         *,
-        records_path: Path | str | None = None,
-        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-        quota: int = DEFAULT_QUOTA_BYTES,
-        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        tenant: str,
+        user: str,
+        staging: Path,
+        store: FileRecordStore,
+        lane: Lane,
+        ledger: Ledger,
+        limits: FileLimits = FileLimits(),
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.root = Path(root)
-        if records_path is None:
-            records_path = self.root.with_name(self.root.name + ".files.json")
-        self.records = Records(Path(records_path))
-        self.max_file_bytes = max_file_bytes
-        self.quota = quota
-        self.ttl_seconds = ttl_seconds
+        self.root = root
+        self.tenant = tenant
+        self.user = user
+        self.staging = staging
+        self.store = store
+        self.lane = lane
+        self.ledger = ledger
+        self.max_file_bytes = limits.max_file_bytes
+        self.quota = limits.quota
+        self.ttl_seconds = limits.ttl_seconds
         self.clock = clock
-        self.ledger = Ledger.for_root(self.root)
+
+    # -- uploads ---------------------------------------------------------------------------
 
     def open_upload(self, name: str, expected_size: int | None = None) -> Upload:
         """Start receiving `name`; `expected_size` (a Content-Length) is checked up front."""
@@ -133,49 +154,81 @@ class FileArea:
             raise FileTooLarge(
                 f"{name!r} is larger than the file size limit of {self.max_file_bytes} bytes"
             )
-        base = self.usage(exclude=name)  # the file it replaces goes away on commit
+        base = self._file_bytes(exclude=name)  # the file it replaces goes away on commit
         if expected_size is not None and base + self.ledger.total() + expected_size > self.quota:
             raise QuotaExceeded(f"uploading {name!r} would exceed the quota of {self.quota} bytes")
-        dirs = name.split("/")[:-1]
-        parent_fd = open_dirs(self.root, dirs, create=True)
+        parent_fd = open_dirs(self.root, name.split("/")[:-1], create=True)
         try:
             return Upload(
                 root=self.root,
                 name=name,
                 parent_fd=parent_fd,
+                staging=self.staging,
                 max_file_bytes=self.max_file_bytes,
                 quota=self.quota,
                 base_usage=base,
                 ledger=self.ledger,
-                on_commit=self._committed,
+                lane=self.lane,
             )
         except BaseException:
             os.close(parent_fd)
             raise
 
+    async def aopen_upload(self, name: str, expected_size: int | None = None) -> Upload:
+        return await self.lane.run(self.open_upload, name, expected_size)
+
+    async def acommit(self, *uploads: Upload) -> list[FileInfo]:
+        """Commit `uploads` in order (one job) and record them as uploads."""
+        done, error = await self.lane.run(_commit_all, uploads)
+        records = [FileRecord(u.name, stamp_of(st), "upload", sha) for u, st, sha in done]
+        if records:
+            await self.store.put_file_records(self.tenant, self.user, records)
+        if error is not None:
+            raise error
+        return [file_info(u.name, st, "upload", sha, self.ttl_seconds) for u, st, sha in done]
+
+    # -- downloads -------------------------------------------------------------------------
+
+    def copy_version(self, name: str) -> Download | None:
+        """A private copy of one version of `name`, or None when it did not hold still
+        (see `file_transfer.copy_version`); an expired file is FileExpired."""
+        download = copy_version(self.root, name, self.staging, self.lane)
+        if download is not None and self.clock() >= download.modified + self.ttl_seconds:
+            download.close()
+            raise self._expired(name)
+        return download
+
     def open_for_download(self, name: str) -> Download:
-        """Open `name` without following any symlink; an expired file is FileExpired."""
-        validate_name(name)
-        try:
-            fd, st = open_file(self.root, name)
-        except FileNotFound:
-            if self.records.expired_at(name) is not None:  # the janitor removed it
-                raise FileExpired(
-                    f"{name!r} has expired (files are kept {self._ttl_text()})"
-                ) from None
-            raise
-        if self.clock() >= st.st_mtime + self.ttl_seconds:
-            os.close(fd)
-            raise FileExpired(f"{name!r} has expired (files are kept {self._ttl_text()})")
-        mime, _ = mimetypes.guess_type(name.rsplit("/", 1)[-1], strict=False)
-        return Download(
-            name=name,
-            fd=fd,
-            size=st.st_size,
-            mime_type=mime or "application/octet-stream",
-            modified=st.st_mtime,
-            etag='"{:x}-{:x}-{:x}"'.format(*stamp_of(st)),
-        )
+        """One complete version of `name` (blocking; waits out a file being rewritten a
+        little, then FileBusy)."""
+        for pause in (*DOWNLOAD_PAUSES, None):
+            download = self.copy_version(name)
+            if download is not None:
+                return download
+            if pause is not None:
+                time.sleep(pause)
+        raise self._busy(name)
+
+    async def aopen_for_download(self, name: str) -> Download:
+        """`open_for_download` for asyncio: copies in the lane, pauses on the loop, and
+        names a file expiry removed as expired."""
+        for pause in (*DOWNLOAD_PAUSES, None):
+            try:
+                download = await self.lane.run(self.copy_version, name)
+            except FileExpired:
+                raise
+            except FileNotFound:
+                when = await self.store.file_expired_at(self.tenant, self.user, name)
+                if when is not None and when > self.clock() - self.ttl_seconds:
+                    raise self._expired(name) from None
+                raise
+            if download is not None:
+                return download
+            if pause is not None:
+                await asyncio.sleep(pause)
+        raise self._busy(name)
+
+    # -- deleting --------------------------------------------------------------------------
 
     def delete(self, name: str) -> None:
         """Remove the file `name` (a symlink is removed itself, never followed)."""
@@ -190,76 +243,153 @@ class FileArea:
             raise FileNotFound(f"no file named {name!r}") from None
         finally:
             os.close(parent_fd)
-        self.records.drop([name])
         log.info("deleted %s from %s", name, self.root)
 
-    def info(self, name: str) -> FileInfo:
-        """FileInfo of one file, hashing it if its hash is not cached."""
-        validate_name(name)
-        fd, st = open_file(self.root, name)
-        os.close(fd)
-        return self._describe(name, st)
+    async def adelete(self, name: str) -> None:
+        await self.lane.run(self.delete, name)
+        await self.store.drop_file_records(self.tenant, self.user, [name])
 
-    def list(self) -> list[FileInfo]:
-        """Every visible regular file, sorted by name, hashing what is not cached yet."""
-        entries = dict(scan(self.root, visible_only=True))
-        self.records.prune(set(entries))
-        return [self._describe(name, entries[name]) for name in sorted(entries)]
+    def purge(self) -> bool:
+        """End the uploads in flight and remove the whole work dir, however deep (`rm`,
+        which does not recurse, never crosses into a mount); whether there was one."""
+        for upload in self.ledger.purge():
+            upload.abort()
+        if not os.path.lexists(self.root):
+            return False
+        done = subprocess.run(
+            ["rm", "-rf", "--one-file-system", "--", str(self.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+        if done.returncode != 0:
+            log.error("could not remove %s: %s", self.root, done.stderr.decode(errors="replace"))
+            raise PurgeFailed("the user's files could not all be removed")
+        log.info("purged %s", self.root)
+        return True
+
+    async def apurge(self) -> bool:
+        """Purge the files and their records; whether there was anything to purge. An
+        upload in flight ends with FileAreaPurged."""
+        existed = await self.lane.run(self.purge)
+        dropped = await self.store.drop_file_records(self.tenant, self.user)
+        return existed or dropped > 0
+
+    # -- listing ---------------------------------------------------------------------------
+
+    async def alist(self, after: str | None = None, limit: int = LIST_LIMIT) -> Listing:
+        """One page of the listing: one bounded walk, one store read, and hashes of only
+        the page's files the store has no valid hash of."""
+        entries, next_name, truncated = await self.lane.run(page, self.root, after, limit)
+        if not entries:
+            return Listing([], None, truncated)
+        t, u = self.tenant, self.user
+        records = await self.store.file_records_in(t, u, after or "", entries[-1][0])
+        listed = {name for name, _ in entries}
+        # Records in the page's range but not in it are of deleted files, unless the walk
+        # was cut short and never reached them.
+        gone = [] if truncated else [name for name in records if name not in listed]
+        infos, fresh, gone = await self.lane.run(
+            describe, self.root, self.ttl_seconds, entries, records, gone
+        )
+        if fresh or gone:  # at once: in order with the records of later jobs of this lane
+            await self.store.put_file_records(t, u, fresh, drop=gone)
+        return Listing(infos, next_name, truncated)
+
+    async def ainfo(self, name: str) -> FileInfo:
+        """FileInfo of one file, hashing it if the store has no valid hash."""
+        validate_name(name)
+        st = await self.lane.run(stat_file, self.root, name)
+        records = await self.store.file_records(self.tenant, self.user, [name])
+        infos, fresh, _ = await self.lane.run(
+            describe, self.root, self.ttl_seconds, [(name, st)], records
+        )
+        if fresh:
+            await self.store.put_file_records(self.tenant, self.user, fresh)
+        if not infos:
+            raise FileNotFound(f"no file named {name!r}")
+        return infos[0]
+
+    # -- around executions -----------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """Stamps of every file (hidden ones too), to compare with after an execution."""
-        return {name: stamp_of(st) for name, st in scan(self.root, visible_only=False)}
+        """Stamps of every file (hidden ones too) and their bytes, to compare with later."""
+        scan = Scan(self.root, visible_only=False)
+        stamps, used = {}, 0
+        for name, st in scan:
+            stamps[name] = stamp_of(st)
+            used += disk_bytes(st)
+        return Snapshot(stamps, used)
 
     def changes_since(self, before: Snapshot) -> list[FileChange]:
-        """Visible files created or modified since `before`, sorted by name."""
+        """Visible files created or modified since `before`, sorted by name. The walk
+        covers hidden files too, to strip their setuid/setgid bits."""
         changes = []
-        for name, st in sorted(scan(self.root, visible_only=True)):
-            old = before.get(name)
+        for name, st in sorted(Scan(self.root, visible_only=False)):
+            if not is_valid_name(name):
+                continue
+            old = before.stamps.get(name)
             if old is None:
                 changes.append(FileChange(name, st.st_size, "created"))
             elif old != stamp_of(st):
                 changes.append(FileChange(name, st.st_size, "modified"))
         return changes
 
-    def usage(self, exclude: str | None = None) -> int:
-        """Bytes in regular files, hidden ones included, upload temp files not."""
-        files = scan(self.root, visible_only=False, strict=True)
-        return sum(st.st_size for name, st in files if name != exclude)
+    def usage(self) -> int:
+        """Bytes the user holds: every regular file in the work dir whatever its name
+        (blocks when more than its size), plus uploads in flight. QuotaExceeded when the
+        work dir holds more than MAX_ENTRIES entries."""
+        return self._file_bytes() + self.ledger.total()
 
     def overrun(self, before: Snapshot) -> str | None:
-        """Why the area is over its quota and still growing since `before`, else None.
+        """Why the area is over its quota and its files grew since `before`, else None.
 
         Code in the kernel can write past the quota that uploads are held to; the session
         polls this while an execution runs and stops one that keeps filling the disk.
         Shrinking an area that is over quota (deleting files) is never an overrun.
         """
         try:
-            used = self.usage()
+            files = self._file_bytes()
         except QuotaExceeded as exc:  # more entries than a scan may walk
             return str(exc)
-        if used <= self.quota or used <= sum(stamp[1] for stamp in before.values()):
+        used = files + self.ledger.total()
+        if used <= self.quota or files <= before.used:
             return None
         return (
             f"the session's files take {used} bytes, over its quota of {self.quota} bytes; "
             "delete files to free space"
         )
 
+    async def asnapshot(self) -> Snapshot:
+        return await self.lane.run(self.snapshot)
+
+    async def achanges_since(self, before: Snapshot) -> list[FileChange]:
+        return await self.lane.run(self.changes_since, before)
+
+    async def ausage(self) -> int:
+        return await self.lane.run(self.usage)
+
+    async def aoverrun(self, before: Snapshot) -> str | None:
+        return await self.lane.run(self.overrun, before)
+
+    # -- expiry ----------------------------------------------------------------------------
+
     def expire(self, now: float | None = None) -> list[str]:
-        """Delete everything not changed for the TTL (files, symlinks, stale upload temps,
-        then empty directories) and its records; return the removed names, which
-        downloads then report as expired for another TTL."""
+        """Delete everything not changed for the TTL (files, symlinks, then empty
+        directories), visiting at most MAX_ENTRIES entries per call; the removed names."""
         now = self.clock() if now is None else now
         cutoff = now - self.ttl_seconds
         removed: list[str] = []
-        if not self.root.is_dir():
-            return removed
-        live_temps = self.ledger.temps()
-        for rel, dirnames, filenames, dirfd in walk(self.root, topdown=False):
+        seen = 0
+        for rel, dirnames, filenames, dirfd in walk(
+            self.root, topdown=False, max_entries=MAX_ENTRIES
+        ):
             for entry in [*filenames, *dirnames]:
                 name = entry if rel == "." else f"{rel}/{entry}"
                 try:
                     st = os.stat(entry, dir_fd=dirfd, follow_symlinks=False)
-                    if st.st_mtime > cutoff or name in live_temps:
+                    if st.st_mtime > cutoff:
                         continue
                     if stat.S_ISDIR(st.st_mode):
                         os.rmdir(entry, dir_fd=dirfd)  # fails, as wanted, unless empty
@@ -267,73 +397,50 @@ class FileArea:
                     os.unlink(entry, dir_fd=dirfd)
                 except OSError:
                     continue
-                if not entry.startswith(TEMP_PREFIX):
-                    removed.append(name)
-        self.records.mark_expired(removed, now, forget_before=cutoff)
+                removed.append(name)
+            seen += len(filenames) + len(dirnames)
+            if seen > MAX_ENTRIES:
+                log.info("%s: expiry stopped after %d entries", self.root, MAX_ENTRIES)
+                break
         if removed:
             log.info("expired %d files in %s", len(removed), self.root)
         return sorted(removed)
 
-    async def alist(self) -> list[FileInfo]:
-        return await asyncio.to_thread(self.list)
-
-    async def ainfo(self, name: str) -> FileInfo:
-        return await asyncio.to_thread(self.info, name)
-
-    async def asnapshot(self) -> Snapshot:
-        return await asyncio.to_thread(self.snapshot)
-
-    async def achanges_since(self, before: Snapshot) -> list[FileChange]:
-        return await asyncio.to_thread(self.changes_since, before)
-
-    async def aoverrun(self, before: Snapshot) -> str | None:
-        return await asyncio.to_thread(self.overrun, before)
-
     async def aexpire(self, now: float | None = None) -> list[str]:
-        return await asyncio.to_thread(self.expire, now)
+        """`expire`, then remember the removed names as expired for another TTL."""
+        now = self.clock() if now is None else now
+        removed = await self.lane.run(self.expire, now)
+        if removed:
+            await self.store.mark_files_expired(
+                self.tenant, self.user, removed, now, forget_before=now - self.ttl_seconds
+            )
+        return removed
 
-    def _committed(self, name: str, st: os.stat_result, sha256: str) -> FileInfo:
-        self.records.put(name, stamp_of(st), "upload", sha256)
-        return self._info(name, st, "upload", sha256)
+    # -- internals -------------------------------------------------------------------------
 
-    def _describe(self, name: str, st: os.stat_result) -> FileInfo:
-        # A record counts only while its stamp matches: the kernel rewriting an uploaded
-        # file makes it "generated" and invalidates the cached hash.
-        stamp = stamp_of(st)
-        record = self.records.get(name)
-        if record is not None and record.stamp == stamp:
-            return self._info(name, st, record.origin, record.sha256)  # type: ignore[arg-type]
-        sha256, stable = self._hash(name, stamp)
-        if stable:  # else it changed while we read: report this hash, cache nothing
-            self.records.put(name, stamp, "generated", sha256)
-        return self._info(name, st, "generated", sha256)
+    def _file_bytes(self, exclude: str | None = None) -> int:
+        files = Scan(self.root, visible_only=False, strict=True)
+        return sum(disk_bytes(st) for name, st in files if name != exclude)
 
-    def _info(self, name: str, st: os.stat_result, origin: Origin, sha256: str) -> FileInfo:
-        return FileInfo(
-            name=name,
-            size=st.st_size,
-            modified=st.st_mtime,
-            expires_at=st.st_mtime + self.ttl_seconds,
-            origin=origin,
-            sha256=sha256,
-        )
+    def _busy(self, name: str) -> FileBusy:
+        waited = sum(DOWNLOAD_PAUSES)
+        return FileBusy(f"{name!r} kept changing while it was read (for {waited:g} s); try again")
 
-    def _hash(self, name: str, stamp: Stamp) -> tuple[str, bool]:
-        """sha256 of `name`, and whether it is the version `stamp` describes throughout."""
-        digest = hashlib.sha256()
-        fd, st = open_file(self.root, name)
-        try:
-            while chunk := os.read(fd, MB):
-                digest.update(chunk)
-            stable = stamp_of(st) == stamp == stamp_of(os.fstat(fd))
-        finally:
-            os.close(fd)
-        return digest.hexdigest(), stable
-
-    def _ttl_text(self) -> str:
+    def _expired(self, name: str) -> FileExpired:
         hours = self.ttl_seconds / 3600
-        return f"{hours:g} hours after their last change"
+        kept = f"files are kept {hours:g} hours after their last change"
+        return FileExpired(f"{name!r} has expired ({kept})")
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _commit_all(
+    uploads: Sequence[Upload],
+) -> tuple[list[tuple[Upload, os.stat_result, str]], FileAreaError | None]:
+    """Commit in order, stopping at the first failure: what was committed, and the failure."""
+    done = []
+    for upload in uploads:
+        try:
+            st, sha256 = upload.commit()
+        except FileAreaError as exc:
+            return done, exc
+        done.append((upload, st, sha256))
+    return done, None

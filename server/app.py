@@ -11,25 +11,28 @@ from typing import Any
 
 import tornado.web
 
-from kernels.files import FileArea
+from kernels.file_areas import FileAreas
+from kernels.file_pool import FairPool
+from kernels.files import FileArea, FileLimits, Snapshot
 from kernels.launcher import KernelCommand, Launcher, default_kernel_python
 from kernels.pool import KernelPool
 from kernels.sandbox import SandboxPolicy, cleanup_leftovers, make_launcher
 from kernels.session import Cell, KernelSession, Limits
 from kernels.sessions import SessionRegistry
+from kernels.work_dirs import WorkDirs
 
 from . import handlers as h
 from .auth import Authenticator
 from .config import Settings
-from .files_http import file_area, file_routes, file_url
+from .files_http import file_routes, file_url
 from .janitor import Janitor
+from .keys import server_secret
 from .logs import log_request
 from .notebook_http import NotebookHandler, NotesHandler
 from .store.base import SessionRecord, Store
 from .store.sqlite import SqliteStore
 from .transcript import Transcript
 from .websocket import SessionSocket
-from .work_dirs import WorkDirs, server_secret
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ class AppState:
     pool: KernelPool
     registry: SessionRegistry
     transcript: Transcript
-    work_dirs: WorkDirs
+    files: FileAreas
 
 
 def make_routes(state: AppState) -> list[tuple[str, type, dict[str, Any]]]:
@@ -114,7 +117,8 @@ def _record(session: KernelSession) -> SessionRecord:
 
 
 class AreaWatch:
-    """`FileWatch` of one user's file area: changed files with their download URLs."""
+    """`FileWatch` of one user's file area: changed files with their download URLs. Every
+    call runs in the user's lane of the fair file pool."""
 
     def __init__(self, area: FileArea, user: str) -> None:
         self.area = area
@@ -122,16 +126,24 @@ class AreaWatch:
         self.quota = area.quota
 
     async def usage(self) -> int:
-        return await asyncio.to_thread(self.area.usage)
+        return await self.area.ausage()
 
-    async def snapshot(self) -> Any:
+    async def snapshot(self) -> Snapshot:
         return await self.area.asnapshot()
 
-    async def changes(self, before: Any) -> list[dict[str, Any]]:
+    async def changes(self, before: Snapshot) -> list[dict[str, Any]]:
         return [
             {"name": c.name, "size": c.size, "event": c.event, "url": file_url(self.user, c.name)}
             for c in await self.area.achanges_since(before)
         ]
+
+
+def file_limits(settings: Settings) -> FileLimits:
+    return FileLimits(
+        max_file_bytes=settings.file_max_bytes,
+        quota=settings.user_quota_bytes,
+        ttl_seconds=settings.file_ttl_seconds,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -142,6 +154,17 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
     launcher = launcher_for(settings)
     store: Store = SqliteStore(settings.data_dir / "kss.sqlite3")
     await store.open()
+    file_pool = FairPool(settings.file_workers)
+    work_dirs = WorkDirs(settings.data_dir / "work", server_secret(settings.data_dir))
+    await asyncio.to_thread(work_dirs.adopt_legacy, settings.data_dir / "files")
+    files = FileAreas(
+        work_dirs,
+        settings.data_dir / "staging",
+        store,
+        file_pool,
+        file_limits(settings),
+    )
+    files.reset_staging()  # uploads a crash cut short: never visible to a kernel, gone now
     transcript = Transcript(store)
     await transcript.recover()
     transcript.start()
@@ -166,17 +189,15 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         replay_events=settings.replay_events,
         replay_bytes=settings.replay_bytes,
     )
-    work_dirs = WorkDirs(settings.data_dir / "work", server_secret(settings.data_dir))
-    await asyncio.to_thread(work_dirs.adopt_legacy, settings.data_dir / "files")
     registry = SessionRegistry(
         pool,
         limits,
-        work_dirs.path,
+        files.work_dir,
         max_sessions=settings.max_sessions,
         max_sessions_per_tenant=settings.max_sessions_per_tenant,
     )
     state = AppState(
-        settings, Authenticator(settings.api_keys), store, pool, registry, transcript, work_dirs
+        settings, Authenticator(settings.api_keys), store, pool, registry, transcript, files
     )
 
     async def save_session(session: KernelSession, cell: Cell | None = None) -> None:
@@ -187,7 +208,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
     registry.outputs_hooks.append(transcript.outputs_added)
     registry.cell_hooks.extend([transcript.cell_finished, save_session])
     registry.session_hooks.append(save_session)
-    registry.file_watch_for = lambda t, u: AreaWatch(file_area(state, t, u), u)
+    registry.file_watch_for = lambda t, u: AreaWatch(files.area(t, u), u)
     janitor = Janitor(state)
     try:
         await pool.start()
@@ -198,6 +219,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         await janitor.stop()
         await registry.close_all()
         await pool.close()
+        await file_pool.close()  # queued file work is cancelled, running work not awaited
         await transcript.stop()
         await store.close()
         await cleanup_leftovers(settings.runtime_dir, policy)

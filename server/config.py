@@ -49,6 +49,7 @@ class Settings:
     file_max_bytes: int = 50_000_000
     user_quota_bytes: int = 500_000_000
     file_ttl_seconds: float = 48 * 3600
+    file_workers: int = 4
     transcript_ttl_seconds: float = 7 * 86400
     header_timeout: float = 60
     body_idle_timeout: float = 60
@@ -104,6 +105,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "file_max_bytes": (int, "largest file one upload may create"),
     "user_quota_bytes": (int, "bytes of files one user may keep"),
     "file_ttl_seconds": (float, "seconds after its last change a file expires"),
+    "file_workers": (int, "threads for file work, shared fairly: one per user at a time"),
     "transcript_ttl_seconds": (float, "seconds after the last activity a transcript expires"),
     "header_timeout": (float, "seconds a request's headers may take; also keep-alive idle time"),
     "body_idle_timeout": (float, "seconds a request body may go without a byte (then 408)"),
@@ -206,6 +208,8 @@ def finalize(settings: Settings) -> Settings:
             raise ValueError(f"{name}: want on or off")
     if values["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("log_level: want DEBUG, INFO, WARNING or ERROR")
+    if values["file_workers"] < 1:
+        raise ValueError("file_workers must be at least 1")
     if not 0 < values["kernel_uid_first"] <= values["kernel_uid_last"]:
         raise ValueError("kernel uid range: want 0 < first <= last")
     for name in (

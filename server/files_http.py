@@ -1,13 +1,15 @@
-"""HTTP handlers of a session's files: list, upload (raw PUT or multipart POST), download,
-delete. Bodies stream straight into `kernels.files.Upload` (limits checked as bytes arrive)
-and downloads stream from an open fd in 64 KiB chunks; nothing is held whole in memory.
+"""HTTP handlers of a session's files: list (paginated), upload (raw PUT or multipart POST),
+download, delete. Bodies stream straight into `kernels.files.Upload` (limits checked as bytes
+arrive) and downloads stream from a private copy of one version in 64 KiB chunks; nothing
+large is held whole in memory. All file work runs in the user's lane of the fair file pool
+(`state.files.pool`), never on the default executor.
 
 Written against `server.handlers.ApiHandler` as it is:
 - `prepare()` authenticates and sets `self.tenant` and `self.content_length`; it answers 413
   when Content-Length exceeds `self.body_limit()`, which these handlers override per method,
   and 408 when the body stops arriving; body bytes come to `body_received`;
-- `self.state` is the `AppState`; work dirs come from `state.registry.work_dir_for(t, u)`;
-  `state.settings` must carry `file_max_bytes`, `user_quota_bytes`, `file_ttl_seconds`;
+- `self.state` is the `AppState`; file areas come from `state.files` (a `FileAreas`);
+  `state.settings` must carry `file_max_bytes`, `user_quota_bytes`;
 - errors are `ProtocolError`s or the file area's domain errors (`KernelError`s), rendered by
   the base's `write_error` as `{"error": {"code", "message"}}` with the status that
   `handlers.DOMAIN_STATUS` gives them.
@@ -18,7 +20,6 @@ Routes (see `file_routes`): `GET/POST /api/sessions/{user}/files`,
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
@@ -27,10 +28,13 @@ from urllib.parse import quote
 from tornado.iostream import StreamClosedError
 
 from kernels.files import (
+    LIST_LIMIT,
+    MAX_LIST_LIMIT,
     BadFileName,
     FileArea,
     FileAreaError,
     Upload,
+    validate_name,
 )
 
 from .handlers import ApiHandler, error_status
@@ -47,15 +51,8 @@ CHUNKED_SLACK = 1024 * 1024
 
 
 def file_area(state: AppState, tenant: str, user: str) -> FileArea:
-    """The file area of (tenant, user), records kept outside every work dir."""
-    settings = state.settings
-    return FileArea(
-        state.registry.work_dir_for(tenant, user),
-        records_path=settings.data_dir / "file-records" / tenant / f"{user}.json",
-        max_file_bytes=settings.file_max_bytes,
-        quota=settings.user_quota_bytes,
-        ttl_seconds=settings.file_ttl_seconds,
-    )
+    """The file area of (tenant, user)."""
+    return state.files.area(tenant, user)
 
 
 def file_url(user: str, name: str) -> str:
@@ -69,6 +66,22 @@ def content_disposition(name: str) -> str:
     leaf = name.rsplit("/", 1)[-1]
     fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in leaf)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(leaf, safe='')}"
+
+
+def page_args(handler: ApiHandler) -> tuple[str | None, int]:
+    """`?after=` and `?limit=` of a listing, checked."""
+    raw = handler.get_query_argument("limit", str(LIST_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_LIMIT:
+        raise ProtocolError(400, "invalid_field", f"'limit' must be 1 to {MAX_LIST_LIMIT}")
+    after = handler.get_query_argument("after", None)
+    if after is not None:
+        try:
+            validate_name(after)
+        except BadFileName:
+            raise ProtocolError(
+                400, "invalid_field", "'after' must be a file name: a listing's 'next'"
+            ) from None
+    return after, int(raw)
 
 
 class FilesBase(ApiHandler):
@@ -114,9 +127,10 @@ class FilesHandler(FilesBase):
         self.request.connection.set_max_body_size(self.body_limit())
 
     async def get(self, user: str) -> None:
-        infos = await self.area(user).alist()
-        files = [{**info.as_dict(), "url": file_url(user, info.name)} for info in infos]
-        self.write_json({"files": files})
+        after, limit = page_args(self)
+        page = await self.area(user).alist(after, limit)
+        files = [{**info.as_dict(), "url": file_url(user, info.name)} for info in page.files]
+        self.write_json({"files": files, "next": page.next, "truncated": page.truncated})
 
     async def body_received(self, chunk: bytes) -> None:  # type: ignore[override]
         if self._failed or self.request.method != "POST":
@@ -128,7 +142,7 @@ class FilesHandler(FilesBase):
                 elif self._current is None:
                     continue  # a plain form field: ignored
                 elif isinstance(event, PartData):
-                    self._current.write(event.data)
+                    await self._current.awrite(event.data)
                 else:
                     self._current = None
         except (FileAreaError, MultipartError) as exc:
@@ -142,7 +156,7 @@ class FilesHandler(FilesBase):
             return None
         if part.filename in self._uploads:
             raise BadFileName(f"{part.filename!r} appears twice in one upload")
-        upload = await asyncio.to_thread(self._area.open_upload, part.filename)
+        upload = await self._area.aopen_upload(part.filename)
         self._uploads[part.filename] = upload
         return upload
 
@@ -154,17 +168,18 @@ class FilesHandler(FilesBase):
             raise ProtocolError(400, "bad_multipart", str(exc)) from None
         if not self._uploads:
             raise ProtocolError(400, "no_files", "the form has no file parts (with a filename)")
-        uploads = list(self._uploads.values())
         try:
-            infos = await asyncio.to_thread(lambda: [u.commit() for u in uploads])
+            infos = await self._area.acommit(*self._uploads.values())
         finally:
             self._abort_all()
         files = [{**info.as_dict(), "url": file_url(user, info.name)} for info in infos]
         self.write_json({"files": files}, 201)
 
     def _abort_all(self) -> None:
+        # In the lane: a write of one of them may still be under way (a closed connection).
         for upload in self._uploads.values():
-            upload.abort()
+            upload.discard()
+        self._uploads.clear()
         self._current = None
 
     def on_connection_close(self) -> None:
@@ -189,8 +204,8 @@ class FileHandler(FilesBase):
         if self.request.method != "PUT":
             return
         user, name = self.path_args
-        area = self.area(user)
-        self._upload = await asyncio.to_thread(area.open_upload, name, self.content_length)
+        self._area = self.area(user)
+        self._upload = await self._area.aopen_upload(name, self.content_length)
         # Chunked bodies have no length: tornado checks each chunk's declared size before
         # handing us its bytes, so leave room past the limit for Upload to answer first.
         self.request.connection.set_max_body_size(self.body_limit() + CHUNKED_SLACK)
@@ -199,17 +214,17 @@ class FileHandler(FilesBase):
         if self._failed or self._upload is None:
             return
         try:
-            self._upload.write(chunk)
+            await self._upload.awrite(chunk)
         except FileAreaError as exc:
             self.fail_now(exc)
 
     async def put(self, user: str, name: str) -> None:
         assert self._upload is not None
-        info = await self._upload.acommit()
+        [info] = await self._area.acommit(self._upload)
         self.write_json({**info.as_dict(), "url": file_url(user, name)}, 201)
 
     async def get(self, user: str, name: str) -> None:
-        download = self.area(user).open_for_download(name)
+        download = await self.area(user).aopen_for_download(name)
         try:
             self.set_header("Content-Type", download.mime_type)
             self.set_header("Content-Length", str(download.size))
@@ -228,18 +243,17 @@ class FileHandler(FilesBase):
         self.finish()
 
     async def delete(self, user: str, name: str) -> None:
-        area = self.area(user)
-        await asyncio.to_thread(area.delete, name)
+        await self.area(user).adelete(name)
         self.write_json({"name": name, "deleted": True})
 
     def on_connection_close(self) -> None:
         if self._upload is not None:
-            self._upload.abort()
+            self._upload.discard()
         super().on_connection_close()
 
     def on_finish(self) -> None:
         if self._upload is not None:
-            self._upload.abort()  # a no-op after commit
+            self._upload.discard()  # a no-op after commit
         super().on_finish()
 
 

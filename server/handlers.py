@@ -8,7 +8,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
@@ -23,7 +22,14 @@ from kernels.errors import (
     SessionClosed,
     SessionNotFound,
 )
-from kernels.files import BadFileName, FileNotFound, FileTooLarge, QuotaExceeded
+from kernels.files import (
+    BadFileName,
+    FileAreaPurged,
+    FileBusy,
+    FileNotFound,
+    FileTooLarge,
+    QuotaExceeded,
+)
 
 from .auth import bearer_token
 from .protocol import (
@@ -45,6 +51,8 @@ OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
 DOMAIN_STATUS: dict[type[KernelError], int] = {
     BadFileName: 400,
     FileNotFound: 404,  # and FileExpired
+    FileBusy: 409,
+    FileAreaPurged: 409,
     FileTooLarge: 413,
     QuotaExceeded: 413,
     SessionNotFound: 404,
@@ -69,24 +77,6 @@ def error_status(exc: BaseException) -> tuple[int, str, str]:
         code = responses.get(exc.status_code, "error").lower().replace(" ", "_")
         return exc.status_code, code, exc.log_message or responses.get(exc.status_code, "error")
     return 500, "internal_error", "internal server error"
-
-
-async def remove_tree(path: Path) -> None:
-    """Delete a user's tree however deep the kernel nested it (shutil.rmtree recurses and
-    fails past ~1000 levels); `--one-file-system` never crosses into a mount."""
-    proc = await asyncio.create_subprocess_exec(
-        "rm",
-        "-rf",
-        "--one-file-system",
-        "--",
-        str(path),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        log.error("could not remove %s: %s", path, err.decode(errors="replace")[:500])
-        raise ProtocolError(500, "internal_error", "the user's files could not all be removed")
 
 
 def authenticate(handler: tornado.web.RequestHandler, state: AppState, allow_query: bool) -> str:
@@ -281,15 +271,17 @@ class SessionHandler(ApiHandler):
         purge = self.get_query_argument("purge", "false").lower() in ("1", "true", "yes")
         live = self.state.registry.find(self.tenant, user)
         record = await self.state.transcript.session(self.tenant, user)
-        if live is None and record is None:
+        if live is None and record is None and not purge:
             raise SessionNotFound(f"no session for user {user!r}")
         if live is not None:
             await self.state.registry.close(self.tenant, user)
         if purge:
+            # Files and their records are purged whether or not there was ever a session;
+            # uploads in flight end with `file_area_purged`.
+            had_files = await self.state.files.area(self.tenant, user).apurge()
             await self.state.transcript.delete(self.tenant, user)
-            await remove_tree(self.state.registry.work_dir_for(self.tenant, user))
-            records = self.state.settings.data_dir / "file-records" / self.tenant / f"{user}.json"
-            records.unlink(missing_ok=True)
+            if live is None and record is None and not had_files:
+                raise SessionNotFound(f"no session and no files for user {user!r}")
         self.write_json({"user": user, "state": "closed", "purged": purge})
 
 

@@ -1,4 +1,9 @@
-"""Periodic expiry on three clocks: idle kernels, files, and transcripts (with their record)."""
+"""Periodic expiry on three clocks: idle kernels, files, and transcripts (with their record).
+
+File expiry goes through each user's lane of the fair file pool, one user after another,
+and through the store's records, like any other file work: a sweep never holds a thread
+other users need.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,6 @@ import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
-
-from .files_http import file_area
 
 if TYPE_CHECKING:
     from .app import AppState
@@ -39,8 +42,8 @@ class Janitor:
         now = time.time() if now is None else now
         culled = await state.registry.cull_idle(settings.idle_timeout, now)
         files = 0
-        for tenant, user in await asyncio.to_thread(state.work_dirs.owners):
-            files += len(await file_area(state, tenant, user).aexpire(now))
+        for tenant, user in await state.files.users():
+            files += len(await state.files.area(tenant, user).aexpire(now))
         transcripts = 0
         await state.transcript.flush()
         for record in await state.store.expired_sessions(now - settings.transcript_ttl_seconds):

@@ -19,7 +19,6 @@ def _kss_install():
     import os
     import zipfile
 
-    temp_prefix = ".kss-upload-"
     max_listed = 10_000
     head_bytes = 64 * 1024
     image_exts = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ico"}
@@ -42,7 +41,7 @@ def _kss_install():
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             rel = os.path.relpath(dirpath, top)
             for entry in filenames:
-                if entry.startswith((".", temp_prefix)):
+                if entry.startswith("."):
                     continue
                 path = os.path.join(dirpath, entry)
                 if os.path.islink(path) or not os.path.isfile(path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from kernels.file_listing import FileRecordStore
+
 
 @dataclass
 class CellRecord:
@@ -40,8 +42,9 @@ class SessionRecord:
         return data
 
 
-class Store(Protocol):
-    """Durable session metadata."""
+class Store(FileRecordStore, Protocol):
+    """Durable session metadata, and the file areas' records (`FileRecordStore`: origin
+    and cached hash per (tenant, user, name), and which names expiry removed)."""
 
     async def open(self) -> None: ...
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from kernels.file_listing import FileRecord
 
 from .base import CellRecord, SessionRecord
 
@@ -50,9 +53,27 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL,
     PRIMARY KEY (tenant, user, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    tenant TEXT NOT NULL,
+    user TEXT NOT NULL,
+    name TEXT NOT NULL,
+    mtime_ns INTEGER,
+    size INTEGER,
+    inode INTEGER,
+    origin TEXT,
+    sha256 TEXT,
+    expired_at REAL,  -- set: expiry removed the file; the other columns are NULL
+    PRIMARY KEY (tenant, user, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_expired ON files (tenant, user, expired_at)
+    WHERE expired_at IS NOT NULL;
 """
 
 SESSION_COLUMNS = "tenant, user, created, last_activity, execution_count, state, kernel_id"
+FILE_COLUMNS = "name, mtime_ns, size, inode, origin, sha256"
+MAX_EXPIRED = 10_000  # names remembered as expired per user, newest kept
+IN_BATCH = 500  # names per `IN (...)`: well under SQLite's limit on parameters
+
 CELL_COLUMNS = (
     "tenant, user, id, kind, source, created, status, execution_count, outputs, metadata, first_seq"
 )
@@ -72,6 +93,15 @@ def _cell_row(c: CellRecord) -> tuple[Any, ...]:
         json.dumps(c.metadata),
         c.first_seq,
     )
+
+
+def _file_record(row: tuple[Any, ...]) -> FileRecord:
+    name, mtime_ns, size, inode, origin, sha256 = row
+    return FileRecord(name, (mtime_ns, size, inode), origin, sha256)
+
+
+def _batches(names: Sequence[str]) -> list[Sequence[str]]:
+    return [names[i : i + IN_BATCH] for i in range(0, len(names), IN_BATCH)]
 
 
 def _cell(row: tuple[Any, ...]) -> CellRecord:
@@ -278,3 +308,102 @@ class SqliteStore:
                     )
 
         await self._run(delete)
+
+    # -- file records ----------------------------------------------------------------------
+
+    async def file_records(
+        self, tenant: str, user: str, names: Sequence[str]
+    ) -> dict[str, FileRecord]:
+        def read() -> dict[str, FileRecord]:
+            found = {}
+            for batch in _batches(list(names)):
+                marks = ", ".join("?" * len(batch))
+                rows = self._exec(
+                    f"SELECT {FILE_COLUMNS} FROM files WHERE tenant = ? AND user = ? "
+                    f"AND name IN ({marks}) AND expired_at IS NULL",
+                    (tenant, user, *batch),
+                )
+                found.update((row[0], _file_record(row)) for row in rows)
+            return found
+
+        return await self._run(read)
+
+    async def file_records_in(
+        self, tenant: str, user: str, after: str, upto: str
+    ) -> dict[str, FileRecord]:
+        rows = await self._run(
+            self._exec,
+            f"SELECT {FILE_COLUMNS} FROM files WHERE tenant = ? AND user = ? "
+            "AND name > ? AND name <= ? AND expired_at IS NULL",
+            (tenant, user, after, upto),
+        )
+        return {row[0]: _file_record(row) for row in rows}
+
+    async def put_file_records(
+        self, tenant: str, user: str, records: Sequence[FileRecord], drop: Sequence[str] = ()
+    ) -> None:
+        def put() -> None:
+            assert self._db is not None, "store is not open"
+            with self._db:
+                self._db.executemany(
+                    "DELETE FROM files WHERE tenant = ? AND user = ? AND name = ?",
+                    [(tenant, user, name) for name in drop],
+                )
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO files (tenant, user, {FILE_COLUMNS}, expired_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                    [(tenant, user, r.name, *r.stamp, r.origin, r.sha256) for r in records],
+                )
+
+        await self._run(put)
+
+    async def drop_file_records(
+        self, tenant: str, user: str, names: Sequence[str] | None = None
+    ) -> int:
+        def drop() -> int:
+            assert self._db is not None, "store is not open"
+            with self._db:
+                if names is None:
+                    cur = self._db.execute(
+                        "DELETE FROM files WHERE tenant = ? AND user = ?", (tenant, user)
+                    )
+                    return cur.rowcount
+                cur = self._db.executemany(
+                    "DELETE FROM files WHERE tenant = ? AND user = ? AND name = ?",
+                    [(tenant, user, name) for name in names],
+                )
+                return cur.rowcount
+
+        return await self._run(drop)
+
+    async def mark_files_expired(
+        self, tenant: str, user: str, names: Sequence[str], when: float, forget_before: float
+    ) -> None:
+        def mark() -> None:
+            assert self._db is not None, "store is not open"
+            with self._db:
+                self._db.execute(
+                    "DELETE FROM files WHERE tenant = ? AND user = ? AND expired_at < ?",
+                    (tenant, user, forget_before),
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO files (tenant, user, name, expired_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(tenant, user, name, when) for name in names],
+                )
+                self._db.execute(
+                    "DELETE FROM files WHERE tenant = ? AND user = ? AND name IN ("
+                    "SELECT name FROM files WHERE tenant = ? AND user = ? "
+                    "AND expired_at IS NOT NULL ORDER BY expired_at DESC LIMIT -1 OFFSET ?)",
+                    (tenant, user, tenant, user, MAX_EXPIRED),
+                )
+
+        await self._run(mark)
+
+    async def file_expired_at(self, tenant: str, user: str, name: str) -> float | None:
+        rows = await self._run(
+            self._exec,
+            "SELECT expired_at FROM files WHERE tenant = ? AND user = ? AND name = ?",
+            (tenant, user, name),
+        )
+        return rows[0][0] if rows else None

@@ -19,8 +19,11 @@ import pytest_asyncio
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
+from kernels.file_pool import FairPool
+from kernels.file_transfer import Ledger
 from kernels.files import FileArea, FileChange
 from kernels.launcher import KernelCommand, default_kernel_python, startup_files
+from server.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -135,6 +138,29 @@ def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def area(tmp_path_factory: pytest.TempPathFactory, work_dir: Path) -> AsyncIterator[FileArea]:
+    """The file area of the kernel's work dir, with its store and pool."""
+    data = tmp_path_factory.mktemp("data")
+    store = SqliteStore(data / "kss.sqlite3")
+    await store.open()
+    pool = FairPool(1)
+    (data / "staging").mkdir()
+    try:
+        yield FileArea(
+            work_dir,
+            tenant="t",
+            user="u",
+            staging=data / "staging",
+            store=store,
+            lane=pool.lane(("t", "u")),
+            ledger=Ledger(),
+        )
+    finally:
+        await pool.close()
+        await store.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def kernel(tmp_path_factory: pytest.TempPathFactory, work_dir: Path) -> AsyncIterator[Kernel]:
     k = await start_kernel(tmp_path_factory.mktemp("runtime"), work_dir, startup_files())
     try:
@@ -236,12 +262,11 @@ async def test_files_is_live_and_skips_hidden(kernel: Kernel, work_dir: Path) ->
     (work_dir / "new.csv").unlink()
 
 
-async def test_upload_then_analyse_in_the_kernel(kernel: Kernel, work_dir: Path) -> None:
-    area = FileArea(work_dir)
-    with area.open_upload("uploaded_sales.csv") as up:
-        up.write(b"region,amount\nnorth,10\nsouth,")
-        up.write(b"20\nnorth,5\n")
-        up.commit()
+async def test_upload_then_analyse_in_the_kernel(kernel: Kernel, area: FileArea) -> None:
+    up = await area.aopen_upload("uploaded_sales.csv")
+    await up.awrite(b"region,amount\nnorth,10\nsouth,")
+    await up.awrite(b"20\nnorth,5\n")
+    await area.acommit(up)
     code = """
 import pandas as pd
 _df = pd.read_csv("uploaded_sales.csv")
@@ -252,9 +277,8 @@ print(_df.groupby("region")["amount"].sum().to_json())
 
 
 async def test_generated_chart_is_detected_and_downloads_byte_identical(
-    kernel: Kernel, work_dir: Path
+    kernel: Kernel, work_dir: Path, area: FileArea
 ) -> None:
-    area = FileArea(work_dir)
     before = await area.asnapshot()
     code = """
 import hashlib
@@ -273,9 +297,9 @@ print(__import__("json").dumps(hashlib.sha256(open("chart.png", "rb").read()).he
         FileChange("chart.png", size, "created"),
         FileChange("sales.csv", (work_dir / "sales.csv").stat().st_size, "modified"),
     ]
-    with area.open_for_download("chart.png") as download:
+    with await area.aopen_for_download("chart.png") as download:
         assert download.mime_type == "image/png"
         data = b"".join([chunk async for chunk in download.chunks()])
     assert hashlib.sha256(data).hexdigest() == kernel_sha
-    info = {f.name: f for f in await area.alist()}["chart.png"]
+    info = {f.name: f for f in (await area.alist()).files}["chart.png"]
     assert (info.origin, info.sha256, info.size) == ("generated", kernel_sha, len(data))

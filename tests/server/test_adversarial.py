@@ -272,7 +272,7 @@ async def test_host_files_and_other_users_are_unreadable(srv) -> None:
         f"../../t1/{BYSTANDER}/secret.txt",
         str(data),
         str(data / "kss.sqlite3"),
-        str(data / "file-records"),
+        str(data / "staging"),
         f"/proc/{os.getpid()}/environ",
     ]
     out = await probe(

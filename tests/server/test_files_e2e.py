@@ -348,8 +348,7 @@ async def test_purge_removes_the_files(server) -> None:
     assert await names(server, user) == []
     resp = await server.api.call("GET", files_url(user, "up.txt"))
     assert error_of(resp) == (404, "file_not_found")
-    records = server.settings.data_dir / "file-records" / "t1" / f"{user}.json"
-    assert not records.exists()
+    assert await server.state.store.file_records("t1", user, ["up.txt", "made.txt"]) == {}
 
 
 async def test_code_that_keeps_filling_the_disk_is_stopped(server: RunningServer) -> None:

@@ -24,10 +24,15 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 from tornado.testing import bind_unused_port
 
+from kernels.file_areas import FileAreas
+from kernels.file_pool import FairPool
+from kernels.files import FileLimits
+from kernels.work_dirs import WorkDirs
 from server.app import USER
 from server.auth import Authenticator
 from server.files_http import content_disposition, file_routes
 from server.handlers import NotFoundHandler
+from server.store.sqlite import SqliteStore
 
 KEY, OTHER_KEY = "key-tenant-acme", "key-tenant-other"
 MB = 1024 * 1024
@@ -40,9 +45,10 @@ class Server:
     root: Path
     settings: SimpleNamespace
     client: AsyncHTTPClient
+    files: FileAreas
 
     def work_dir(self, user: str, tenant: str = "acme") -> Path:
-        return self.root / "files" / tenant / user
+        return self.files.work_dir(tenant, user)
 
     async def call(
         self, method: str, path: str, body: bytes | None = None, key: str | None = KEY, **kw: Any
@@ -68,13 +74,18 @@ async def srv(tmp_path: Path) -> AsyncIterator[Server]:
         max_request_bytes=100_000,
         file_max_bytes=2 * MB,
         user_quota_bytes=5 * MB,
-        file_ttl_seconds=48 * 3600,
         body_idle_timeout=60,
     )
+    store = SqliteStore(tmp_path / "db" / "kss.sqlite3")
+    await store.open()
+    pool = FairPool(2)
+    limits = FileLimits(max_file_bytes=2 * MB, quota=5 * MB)
+    files = FileAreas(
+        WorkDirs(tmp_path / "files", b"test secret"), tmp_path / "staging", store, pool, limits
+    )
+    files.reset_staging()
     state = SimpleNamespace(
-        settings=settings,
-        auth=Authenticator((("acme", KEY), ("other", OTHER_KEY))),
-        registry=SimpleNamespace(work_dir_for=lambda t, u: tmp_path / "files" / t / u),
+        settings=settings, auth=Authenticator((("acme", KEY), ("other", OTHER_KEY))), files=files
     )
     kw = {"state": state}
     app = tornado.web.Application(
@@ -85,11 +96,13 @@ async def srv(tmp_path: Path) -> AsyncIterator[Server]:
     http.add_sockets([sock])
     client = AsyncHTTPClient(force_instance=True, max_body_size=200 * MB)
     try:
-        yield Server(f"http://127.0.0.1:{port}", port, tmp_path, settings, client)
+        yield Server(f"http://127.0.0.1:{port}", port, tmp_path, settings, client, files)
     finally:
         client.close()
         http.stop()
         await http.close_all_connections()
+        await pool.close()
+        await store.close()
 
 
 def multipart(files: dict[str, bytes], boundary: str = "kssTestBoundary") -> tuple[dict, bytes]:
@@ -195,7 +208,7 @@ async def test_symlinks_pointing_outside_are_refused(srv: Server, tmp_path: Path
         400,
         "bad_file_name",
     )
-    assert sorted(os.listdir(tmp_path)) == ["files", "secret.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["db", "files", "secret.txt", "staging"]
 
 
 async def test_oversize_with_length_is_413_before_the_body(srv: Server) -> None:
@@ -335,3 +348,24 @@ async def test_100_mb_download_keeps_memory_flat(srv: Server) -> None:
     assert resp.code == 200 and received == size
     assert digest.hexdigest() == expected
     assert peak < 8 * MB, f"peak traced memory {peak / MB:.1f} MB while streaming 100 MB"
+
+
+async def test_listing_is_paginated_by_name(srv: Server) -> None:
+    work = srv.work_dir("alice")
+    work.mkdir(parents=True)
+    for i in range(7):
+        (work / f"{i}.txt").write_bytes(b"x")
+    pages, after = [], ""
+    while True:
+        resp = await srv.call("GET", "/api/sessions/alice/files?limit=3" + after)
+        assert resp.code == 200, resp.body
+        page = json.loads(resp.body)
+        pages.append([f["name"] for f in page["files"]])
+        assert page["truncated"] is False
+        if page["next"] is None:
+            break
+        after = f"&after={quote(page['next'])}"
+    assert pages == [["0.txt", "1.txt", "2.txt"], ["3.txt", "4.txt", "5.txt"], ["6.txt"]]
+    for query in ("limit=0", "limit=5001", "limit=-1", "limit=abc", "after=..", "after=%2Fetc"):
+        resp = await srv.call("GET", f"/api/sessions/alice/files?{query}")
+        assert error_of(resp) == (400, "invalid_field"), query

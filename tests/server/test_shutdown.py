@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 import psutil
 import pytest
@@ -29,9 +30,10 @@ async def wait_healthy(api: Api, proc: subprocess.Popen, timeout: float = 30) ->
 
 
 async def start_server_process(
-    data_dir, pool_size: int, output: bool = False
+    data_dir, pool_size: int, output: bool = False, args: Sequence[str] = ("--no-sandbox",)
 ) -> tuple[subprocess.Popen, Api]:
-    """`python -m server` as a child process (unsandboxed), once it answers /api/health."""
+    """`python -m server` as a child process (unsandboxed unless `args` say otherwise), once
+    it answers /api/health."""
     port = free_port()
     argv = [
         sys.executable,
@@ -45,7 +47,7 @@ async def start_server_process(
         f"t1={KEY}",
         "--pool-size",
         str(pool_size),
-        "--no-sandbox",
+        *args,
     ]
     out = subprocess.PIPE if output else subprocess.DEVNULL
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)  # noqa: ASYNC220

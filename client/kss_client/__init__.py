@@ -1,14 +1,18 @@
-"""Client of the kernel session server, for chatbots.
+"""Client of the kernel session server, for chatbots: run code, shape results for a model,
+tool schemas and tool-call handling for OpenAI and Anthropic, code blocks, an MCP server.
 
     import kss_client
 
     async with kss_client.Client("http://127.0.0.1:8765", key) as c:
         s = c.session("alice")
         result = await s.run("6 * 7")
+        blocks = kss_client.for_model(result, "anthropic")
 """
 
 from .client import Client, Session
 from .errors import KssError, explain
+from .model import ModelView, for_model, model_view
+from .providers import Provider
 from .results import (
     Event,
     EventType,
@@ -19,8 +23,18 @@ from .results import (
     FileInfo,
     SessionInfo,
 )
+from .tools import (
+    LIST_FILES,
+    RUN_PYTHON,
+    handle_tool_call,
+    handle_tool_calls,
+    run_python_description,
+    tool_schemas,
+)
 
 __all__ = [
+    "LIST_FILES",
+    "RUN_PYTHON",
     "Client",
     "Event",
     "EventType",
@@ -30,7 +44,15 @@ __all__ = [
     "FileChange",
     "FileInfo",
     "KssError",
+    "ModelView",
+    "Provider",
     "Session",
     "SessionInfo",
     "explain",
+    "for_model",
+    "handle_tool_call",
+    "handle_tool_calls",
+    "model_view",
+    "run_python_description",
+    "tool_schemas",
 ]

@@ -10,6 +10,13 @@ tool schemas and tool-call handling for OpenAI and Anthropic, code blocks, an MC
 """
 
 from .client import Client, Session
+from .codeblocks import (
+    BlockRun,
+    extract_code_blocks,
+    feedback_blocks,
+    feedback_text,
+    run_code_blocks,
+)
 from .errors import KssError, explain
 from .model import ModelView, for_model, model_view
 from .providers import Provider
@@ -23,6 +30,7 @@ from .results import (
     FileInfo,
     SessionInfo,
 )
+from .sync import SyncClient, SyncSession
 from .tools import (
     LIST_FILES,
     RUN_PYTHON,
@@ -35,6 +43,7 @@ from .tools import (
 __all__ = [
     "LIST_FILES",
     "RUN_PYTHON",
+    "BlockRun",
     "Client",
     "Event",
     "EventType",
@@ -48,11 +57,17 @@ __all__ = [
     "Provider",
     "Session",
     "SessionInfo",
+    "SyncClient",
+    "SyncSession",
     "explain",
+    "extract_code_blocks",
+    "feedback_blocks",
+    "feedback_text",
     "for_model",
     "handle_tool_call",
     "handle_tool_calls",
     "model_view",
+    "run_code_blocks",
     "run_python_description",
     "tool_schemas",
 ]

@@ -187,7 +187,7 @@ class Client:
     async def health(self) -> bool:
         """True when the server answers its health check."""
         answer = await self._http.json("GET", "/api/health")
-        return answer.get("status") == "ok"
+        return bool(answer.get("status") == "ok")
 
     async def sessions(self) -> list[SessionInfo]:
         """This tenant's live and recorded sessions."""

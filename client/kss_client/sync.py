@@ -74,8 +74,9 @@ def blocking(
 ) -> Callable[Concatenate[Any, P], R]:
     """A method calling `fn(self._target, ...)` on `self._portal` and waiting for it."""
 
-    def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._portal.call(fn(self._target, *args, **kwargs))
+    def method(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        portal: Portal = self._portal
+        return portal.call(fn(self._target, *args, **kwargs))
 
     method.__name__ = fn.__name__
     method.__doc__ = fn.__doc__

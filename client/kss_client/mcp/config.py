@@ -11,6 +11,7 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 from ..model import DEFAULT_MAX_CHARS
 
@@ -60,7 +61,7 @@ def parse(
         else:
             parser.add_argument(flag, help=help_text)
     args = vars(parser.parse_args(argv))
-    values = {}
+    values: dict[str, Any] = {}
     for f in fields(McpSettings):
         raw = args[f.name]
         if raw is None:

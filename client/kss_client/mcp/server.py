@@ -18,7 +18,13 @@ from typing import Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+from mcp.types import (
+    CallToolResult,
+    ContentBlock,
+    ImageContent,
+    TextContent,
+    ToolAnnotations,
+)
 
 from ..client import Session
 from ..errors import KssError, explain
@@ -67,7 +73,7 @@ class KssTools:
         except KssError as exc:
             raise _failure(exc) from exc
         view = model_view(result, max_chars=self.settings.max_chars)
-        content: list[TextContent | ImageContent] = [TextContent(type="text", text=view.text)]
+        content: list[ContentBlock] = [TextContent(type="text", text=view.text)]
         content += [ImageContent(type="image", data=i.data, mime_type=i.mime) for i in view.images]
         return CallToolResult(content=content, is_error=view.is_error)
 

@@ -17,12 +17,12 @@ test: deps lint
 	$(PY) -m pytest $(ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check server kernels tests bench notebooks
-	$(VENV)/bin/ruff format --check server kernels tests bench notebooks
+	$(VENV)/bin/ruff check server kernels tests bench notebooks client examples
+	$(VENV)/bin/ruff format --check server kernels tests bench notebooks client examples
 
 format: $(VENV)/.installed
-	$(VENV)/bin/ruff format server kernels tests bench notebooks
-	$(VENV)/bin/ruff check --fix server kernels tests bench notebooks
+	$(VENV)/bin/ruff format server kernels tests bench notebooks client examples
+	$(VENV)/bin/ruff check --fix server kernels tests bench notebooks client examples
 
 # Ours vs Jupyter Kernel Gateway vs a bare ZMQ kernel (bench/README.md). The driver and
 # Kernel Gateway live in their own .bench-venv; BENCH_QUICK=1 for a short smoke run.
@@ -40,7 +40,7 @@ notebooks: deps
 	$(PY) notebooks/generate.py
 
 clean:
-	rm -rf $(VENV) $(KVENV) .data .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(KVENV) .data .pytest_cache .ruff_cache *.egg-info client/*.egg-info
 
 deps: system-deps $(VENV)/.installed $(KVENV)/.installed
 
@@ -55,10 +55,12 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# The server, its test tools, and the client package (client/, with its MCP extra) that the
+# tests and the benchmark import.
+$(VENV)/.installed: pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test]' -e './client[mcp]'
 	touch $@
 
 # The kernels' environment: from a world-readable Python so sandbox uids can run it. As root

@@ -1,0 +1,1 @@
+"""An MCP server over a running kernel session server: `python -m kss_client.mcp`."""

@@ -42,12 +42,22 @@ async def test_a_full_queue_is_429_queue_full(small: RunningServer) -> None:
 
 
 async def test_no_room_for_a_session_is_503_capacity_exceeded(small: RunningServer) -> None:
+    # At capacity the server reclaims an idle session; only when every one is busy is a new
+    # one refused.
     async with Client(small.base, KEY) as c:
         for info in await c.sessions():
             await c.session(info.user).close()
-        await c.session("one").ensure()
-        await c.session("two").ensure()
+        busy = [c.session("one"), c.session("two")]
+        for s in busy:
+            await s.ensure()
+        running = [asyncio.create_task(s.run("import time\ntime.sleep(60)")) for s in busy]
+        for s in busy:
+            while (await s.info()).state != "busy":
+                await asyncio.sleep(0.02)
         with pytest.raises(KssError) as err:
             await c.session("three").run("1")
         assert (err.value.status, err.value.code) == (503, "capacity_exceeded")
         assert "at capacity" in explain(err.value)
+        for s in busy:
+            await s.interrupt()
+        await asyncio.gather(*running)

@@ -1,7 +1,7 @@
 """Transcript write throughput of our SQLite store, driven in-process.
 
 Run with the server's interpreter and the server's checkout on `PYTHONPATH` (it imports
-`server.store.sqlite` and nothing of the benchmark): `append_events` is called as the
+`transcript.store.sqlite` and nothing of the benchmark): `append_events` is called as the
 transcript writer calls it, with events encoded as the server encodes them, in batches of
 a given size, on a fresh database file. Prints one JSON object: rates per batch size.
 """
@@ -47,7 +47,7 @@ async def measure(store: Any, events: list[str], batch: int, first_seq: int) -> 
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    from server.store.sqlite import SqliteStore  # the server's checkout, via PYTHONPATH
+    from transcript.store.sqlite import SqliteStore  # the server's checkout, via PYTHONPATH
 
     exec_id = uuid.uuid4().hex
     out: dict[str, Any] = {"small": {}, "big": {}}

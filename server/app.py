@@ -6,22 +6,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import tornado.web
 
-from kernels.file_areas import FileAreas
-from kernels.file_pool import FairPool
-from kernels.files import FileArea, FileLimits, Snapshot
+from files.area import FileArea, FileLimits, Snapshot
+from files.areas import FileAreas
+from files.pool import FairPool
+from files.work_dirs import WorkDirs
 from kernels.launcher import KernelCommand, Launcher, default_kernel_python
 from kernels.pool import KernelPool
+from kernels.registry import SessionRegistry
 from kernels.sandbox import SandboxPolicy, cleanup_leftovers, make_launcher
 from kernels.session import Cell, KernelSession, Limits
-from kernels.sessions import SessionRegistry
-from kernels.work_dirs import WorkDirs
+from transcript.store.base import SessionRecord, Store
+from transcript.store.sqlite import SqliteStore
+from transcript.transcript import Transcript
 
-from . import handlers as h
+from . import sessions_http as h
+from .api import NotFoundHandler
 from .auth import Authenticator
 from .config import Settings
 from .files_http import file_routes, file_url
@@ -29,25 +32,12 @@ from .janitor import Janitor
 from .keys import server_secret
 from .logs import log_request
 from .notebook_http import NotebookHandler, NotesHandler
-from .store.base import SessionRecord, Store
-from .store.sqlite import SqliteStore
-from .transcript import Transcript
+from .state import AppState
 from .websocket import SessionSocket
 
 log = logging.getLogger(__name__)
 
 USER = r"([^/]+)"
-
-
-@dataclass
-class AppState:
-    settings: Settings
-    auth: Authenticator
-    store: Store
-    pool: KernelPool
-    registry: SessionRegistry
-    transcript: Transcript
-    files: FileAreas
 
 
 def make_routes(state: AppState) -> list[tuple[str, type, dict[str, Any]]]:
@@ -70,7 +60,7 @@ def make_routes(state: AppState) -> list[tuple[str, type, dict[str, Any]]]:
 def make_app(state: AppState) -> tornado.web.Application:
     return tornado.web.Application(
         make_routes(state),  # type: ignore[arg-type]
-        default_handler_class=h.NotFoundHandler,
+        default_handler_class=NotFoundHandler,
         default_handler_args={"state": state},
         websocket_ping_interval=30,
         websocket_ping_timeout=30,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hmac
 
+import tornado.web
+
+from .protocol import ProtocolError
+
 
 class Authenticator:
     """Maps a bearer token to its tenant; every key is compared, in constant time."""
@@ -30,3 +34,17 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer":
         return None
     return token.strip() or None
+
+
+def authenticate(
+    handler: tornado.web.RequestHandler, auth: Authenticator, allow_query: bool
+) -> str:
+    """The tenant of the request's bearer key (or `?token=` where allowed), else a 401."""
+    token = bearer_token(handler.request.headers.get("Authorization"))
+    if token is None and allow_query:
+        token = handler.get_query_argument("token", None)
+    tenant = auth.tenant_for(token)
+    if tenant is None:
+        handler.set_header("WWW-Authenticate", 'Bearer realm="kss"')
+        raise ProtocolError(401, "unauthorized", "a valid API key is required")
+    return tenant

@@ -1,10 +1,10 @@
 """HTTP handlers of a session's files: list (paginated), upload (raw PUT or multipart POST),
-download, delete. Bodies stream straight into `kernels.files.Upload` (limits checked as bytes
+download, delete. Bodies stream straight into `files.area.Upload` (limits checked as bytes
 arrive) and downloads stream from a private copy of one version in 64 KiB chunks; nothing
 large is held whole in memory. All file work runs in the user's lane of the fair file pool
 (`state.files.pool`), never on the default executor.
 
-Written against `server.handlers.ApiHandler` as it is:
+Written against `server.api.ApiHandler` as it is:
 - `prepare()` authenticates and sets `self.tenant` and `self.content_length`; it answers 413
   when Content-Length exceeds `self.body_limit()`, which these handlers override per method,
   and 408 when the body stops arriving; body bytes come to `body_received`;
@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from tornado.iostream import StreamClosedError
 
-from kernels.files import (
+from files.area import (
     LIST_LIMIT,
     MAX_LIST_LIMIT,
     BadFileName,
@@ -37,12 +37,13 @@ from kernels.files import (
     validate_name,
 )
 
-from .handlers import ApiHandler, error_status
+from .api import ApiHandler
+from .errors import error_status
 from .multipart import MultipartError, MultipartParser, PartData, PartStart, boundary_of
 from .protocol import ProtocolError
 
 if TYPE_CHECKING:
-    from .app import AppState
+    from .state import AppState
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .app import AppState
+    from .state import AppState
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import uuid
 from urllib.parse import quote
 
 from kernels.errors import SessionNotFound
+from transcript.notebook import dumps, notebook_dict
 
-from .handlers import ApiHandler
-from .notebook import dumps, notebook_dict
+from .api import ApiHandler
 from .protocol import ProtocolError
 
 

@@ -22,7 +22,8 @@ from kernels.events import Subscription
 from kernels.session import KernelSession
 from kernels.storable import clean_text
 
-from .handlers import authenticate, error_status
+from .auth import authenticate
+from .errors import error_status, log_exception, write_error
 from .protocol import (
     ControlFrame,
     ProtocolError,
@@ -33,7 +34,7 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
-    from .app import AppState
+    from .state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +57,14 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         return True  # authentication is by token, not cookies, so any origin is safe
 
     async def prepare(self) -> None:
-        self.tenant = authenticate(self, self.state, allow_query=True)
+        self.tenant = authenticate(self, self.state.auth, allow_query=True)
         self._since = parse_since(self.get_query_argument("since", None))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None))[1]
-        status, code, message = error_status(exc) if exc else (status_code, "error", "error")
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+        write_error(self, status_code, **kwargs)  # before the upgrade: a JSON error
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, ProtocolError | KernelError):
-            log.info("websocket %s -> %s", self.request.path, value)
-        else:
+        if not log_exception(self, log, value):
             super().log_exception(typ, value, tb)
 
     async def get(self, user: str, *args: Any, **kwargs: Any) -> None:

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from server.app import AppState, lifespan, make_app
+from server.app import lifespan, make_app
 from server.config import Settings, finalize
 from server.http_server import EdgeServer, make_http_server
+from server.state import AppState
 from tests.client import Api
 
 KEY = "test-key-tenant-one"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from kernels.file_pool import FairPool, PoolClosed
+from files.pool import FairPool, PoolClosed
 
 
 async def test_an_owner_runs_one_job_at_a_time_and_others_run_alongside() -> None:

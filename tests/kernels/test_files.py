@@ -19,11 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels.file_areas import FileAreas
-from kernels.file_listing import page
-from kernels.file_paths import MAX_ENTRIES, disk_bytes
-from kernels.file_pool import FairPool
-from kernels.files import (
+from files.area import (
     BadFileName,
     FileArea,
     FileAreaPurged,
@@ -38,8 +34,12 @@ from kernels.files import (
     Snapshot,
     validate_name,
 )
-from kernels.work_dirs import WorkDirs
-from server.store.sqlite import SqliteStore
+from files.areas import FileAreas
+from files.listing import page
+from files.paths import MAX_ENTRIES, disk_bytes
+from files.pool import FairPool
+from files.work_dirs import WorkDirs
+from transcript.store.sqlite import SqliteStore
 
 HOUR = 3600.0
 BLOCK = 4096  # sizes in whole blocks: what a file takes on disk is then its size

@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from kernels import mounts
 from kernels.launcher import LocalLauncher
 from kernels.sandbox import (
     SandboxLauncher,
@@ -33,6 +32,7 @@ from kernels.sandbox import (
     check_sandbox_available,
     cleanup_leftovers,
     make_launcher,
+    mounts,
     state_dir,
 )
 from tests.kernels.sandbox_client import RunningKernel, start_kernel

@@ -10,8 +10,8 @@ import pytest
 from kernels.errors import CapacityExceeded, KernelStartFailed, SessionClosed
 from kernels.launcher import KernelCommand, LocalLauncher, default_kernel_python
 from kernels.pool import KernelPool
+from kernels.registry import SessionRegistry
 from kernels.session import Limits, SessionState
-from kernels.sessions import SessionRegistry
 
 
 @pytest.fixture

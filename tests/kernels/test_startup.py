@@ -19,11 +19,11 @@ import pytest_asyncio
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
-from kernels.file_pool import FairPool
-from kernels.file_transfer import Ledger
-from kernels.files import FileArea, FileChange
+from files.area import FileArea, FileChange
+from files.pool import FairPool
+from files.transfer import Ledger
 from kernels.launcher import KernelCommand, default_kernel_python, startup_files
-from server.store.sqlite import SqliteStore
+from transcript.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

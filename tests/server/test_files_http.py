@@ -24,15 +24,15 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 from tornado.testing import bind_unused_port
 
-from kernels.file_areas import FileAreas
-from kernels.file_pool import FairPool
-from kernels.files import FileLimits
-from kernels.work_dirs import WorkDirs
+from files.area import FileLimits
+from files.areas import FileAreas
+from files.pool import FairPool
+from files.work_dirs import WorkDirs
+from server.api import NotFoundHandler
 from server.app import USER
 from server.auth import Authenticator
 from server.files_http import content_disposition, file_routes
-from server.handlers import NotFoundHandler
-from server.store.sqlite import SqliteStore
+from transcript.store.sqlite import SqliteStore
 
 KEY, OTHER_KEY = "key-tenant-acme", "key-tenant-other"
 MB = 1024 * 1024

@@ -27,9 +27,9 @@ import pytest
 import pytest_asyncio
 from tornado.httpclient import HTTPClientError
 
-from kernels.file_paths import MAX_ENTRIES
+from files.paths import MAX_ENTRIES
+from files.work_dirs import WorkDirs
 from kernels.sandbox import check_sandbox_available
-from kernels.work_dirs import WorkDirs
 from server.janitor import Janitor
 from server.keys import server_secret
 from tests.client import Api

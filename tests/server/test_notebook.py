@@ -2,8 +2,8 @@
 
 import nbformat
 
-from server.notebook import build_notebook, current_kernel_cells, dumps
-from server.store.base import CellRecord
+from transcript.notebook import build_notebook, current_kernel_cells, dumps
+from transcript.store.base import CellRecord
 
 
 def code(cid, source, kernel, count, outputs=(), restarted=False, status="ok"):

@@ -5,7 +5,7 @@ import base64
 import errno
 import json
 
-from server.handlers import error_status
+from server.errors import error_status
 from tests.conftest import KEY
 
 DEEP = b"[" * 100_000 + b"]" * 100_000  # json.loads raises RecursionError on it

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kernels.file_listing import FileRecord
-from server.store.sqlite import MAX_EXPIRED, SqliteStore
+from files.listing import FileRecord
+from transcript.store.sqlite import MAX_EXPIRED, SqliteStore
 
 
 @pytest.fixture

@@ -24,19 +24,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kernels.file_paths import (
+from files.errors import BadFileName, FileAreaPurged, FileTooLarge, QuotaExceeded
+from files.paths import (
     TEMP_PREFIX,
-    BadFileName,
-    FileAreaPurged,
-    FileTooLarge,
-    QuotaExceeded,
     give_to_owner,
     open_dirs,
     open_file,
     stamp_of,
     validate_name,
 )
-from kernels.file_pool import Lane
+from files.pool import Lane
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from kernels.file_listing import (
+from files.errors import (
+    BadFileName,
+    FileAreaError,
+    FileAreaPurged,
+    FileBusy,
+    FileExpired,
+    FileNotFound,
+    FileTooLarge,
+    PurgeFailed,
+    QuotaExceeded,
+)
+from files.listing import (
     LIST_LIMIT,
     MAX_LIST_LIMIT,
     FileInfo,
@@ -37,17 +48,8 @@ from kernels.file_listing import (
     page,
     stat_file,
 )
-from kernels.file_paths import (
+from files.paths import (
     MAX_ENTRIES,
-    BadFileName,
-    FileAreaError,
-    FileAreaPurged,
-    FileBusy,
-    FileExpired,
-    FileNotFound,
-    FileTooLarge,
-    PurgeFailed,
-    QuotaExceeded,
     Scan,
     Stamp,
     disk_bytes,
@@ -57,8 +59,8 @@ from kernels.file_paths import (
     validate_name,
     walk,
 )
-from kernels.file_pool import Lane
-from kernels.file_transfer import Download, Ledger, Upload, copy_version
+from files.pool import Lane
+from files.transfer import Download, Ledger, Upload, copy_version
 
 __all__ = [
     "LIST_LIMIT",

@@ -27,9 +27,7 @@ import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kernels import mounts, seccomp
-from kernels.cgroups import CgroupTree, KernelCgroup
-from kernels.file_paths import walk
+from files.paths import walk
 from kernels.launcher import (
     STARTUP_DIR,
     KernelCommand,
@@ -40,7 +38,10 @@ from kernels.launcher import (
     descendants,
     startup_files,
 )
-from kernels.uids import UidPool, processes_by_uid
+from kernels.sandbox.cgroups import CgroupTree, KernelCgroup
+from kernels.sandbox.uids import UidPool, processes_by_uid
+
+from . import mounts, seccomp
 
 log = logging.getLogger(__name__)
 

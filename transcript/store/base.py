@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from kernels.file_listing import FileRecordStore
+from files.listing import FileRecordStore
 
 
 @dataclass

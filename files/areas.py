@@ -12,11 +12,11 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
-from kernels.file_listing import FileRecordStore
-from kernels.file_pool import FairPool
-from kernels.file_transfer import Ledger
-from kernels.files import FileArea, FileLimits
-from kernels.work_dirs import WorkDirs
+from files.area import FileArea, FileLimits
+from files.listing import FileRecordStore
+from files.pool import FairPool
+from files.transfer import Ledger
+from files.work_dirs import WorkDirs
 
 JANITOR_KEY = ("*", "janitor")  # the janitor's own lane: no user is named "*"
 

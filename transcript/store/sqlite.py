@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from kernels.file_listing import FileRecord
+from files.listing import FileRecord
 
 from .base import CellRecord, SessionRecord
 

@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
-from kernels.file_paths import FileAreaError, Scan, Stamp, open_file, stamp_of
+from files.errors import FileAreaError
+from files.paths import Scan, Stamp, open_file, stamp_of
 
 LIST_LIMIT, MAX_LIST_LIMIT = 1000, 5000  # files per listing page: default, most
 MB = 1024 * 1024
@@ -39,7 +40,7 @@ class FileRecord:
 
 
 class FileRecordStore(Protocol):
-    """The part of the server's store the file areas use (`server.store.base.Store`)."""
+    """The part of the server's store the file areas use (`transcript.store.base.Store`)."""
 
     async def file_records(
         self, tenant: str, user: str, names: Sequence[str]

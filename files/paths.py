@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import KernelError
+from .errors import BadFileName, FileAreaError, FileNotFound, QuotaExceeded
 
 log = logging.getLogger(__name__)
 
@@ -35,44 +35,6 @@ MAX_ENTRIES = 20_000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 Stamp = tuple[int, int, int]
-
-
-class FileAreaError(KernelError):
-    """Base of the file area's domain errors; `code` is a stable machine-readable name."""
-
-    code = "file_error"
-
-
-class BadFileName(FileAreaError):
-    code = "bad_file_name"
-
-
-class FileNotFound(FileAreaError):
-    code = "file_not_found"
-
-
-class FileExpired(FileNotFound):
-    code = "file_expired"
-
-
-class FileTooLarge(FileAreaError):
-    code = "file_too_large"
-
-
-class QuotaExceeded(FileAreaError):
-    code = "quota_exceeded"
-
-
-class FileBusy(FileAreaError):
-    code = "file_busy"
-
-
-class FileAreaPurged(FileAreaError):
-    code = "file_area_purged"
-
-
-class PurgeFailed(FileAreaError):
-    code = "purge_failed"
 
 
 def validate_name(name: str) -> str:

@@ -21,7 +21,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -89,9 +89,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
-DEFAULT_QUOTA_BYTES = 500 * 1024 * 1024
-DEFAULT_TTL_SECONDS = 48 * 3600
 DOWNLOAD_PAUSES = (0.01, 0.02, 0.04, 0.08, 0.1)  # between copies of a changing file; then busy
 
 Event = Literal["created", "modified"]
@@ -99,9 +96,23 @@ Event = Literal["created", "modified"]
 
 @dataclass(frozen=True)
 class FileLimits:
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    quota: int = DEFAULT_QUOTA_BYTES
-    ttl_seconds: float = DEFAULT_TTL_SECONDS
+    """What one user's file area may hold. Every field is a server option."""
+
+    max_file_bytes: int = field(
+        default=50_000_000,
+        metadata={"option": "file_max_bytes", "help": "largest file one upload may create"},
+    )
+    quota: int = field(
+        default=500_000_000,
+        metadata={"option": "user_quota_bytes", "help": "bytes of files one user may keep"},
+    )
+    ttl_seconds: float = field(
+        default=48 * 3600,
+        metadata={
+            "option": "file_ttl_seconds",
+            "help": "seconds after its last change a file expires",
+        },
+    )
 
 
 @dataclass(frozen=True)

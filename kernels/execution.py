@@ -10,9 +10,9 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .kernel import Dropped, Kernel, KernelExit
 from .outputs import (
@@ -22,9 +22,6 @@ from .outputs import (
     error_event,
     event_from_message,
 )
-
-if TYPE_CHECKING:
-    from .session import KernelSession
 
 # Seconds from an interrupted request's idle status to its missing reply. The reply and the
 # idle status travel on different sockets, so on a loaded machine a reply may trail by
@@ -143,8 +140,6 @@ class FileWatch(Protocol):
         ...
 
 
-CellHook = Callable[["KernelSession", Cell], Awaitable[None]]
-StartHook = Callable[["KernelSession", Started], None]
 EventSink = Callable[[int, str], None]
 
 

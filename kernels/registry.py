@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import CapacityExceeded, SessionNotFound
 from .pool import KernelPool
-from .session import CellHook, FileWatch, KernelSession, Limits, Resume, StartHook
-
-SessionHook = Callable[[KernelSession], Awaitable[None]]
-# (tenant, user) -> where a new session continues the user's earlier ones
-ResumeFor = Callable[[str, str], Awaitable[Resume]]
+from .session import KernelSession, Limits, NoObserver, SessionObserver
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +25,16 @@ class SessionRegistry:
         pool: KernelPool,
         limits: Limits,
         work_dir_for: Callable[[str, str], Path],
+        observer: SessionObserver | None = None,
         max_sessions: int = 100,
         max_sessions_per_tenant: int = 0,
     ) -> None:
         self.pool = pool
         self.limits = limits
         self.work_dir_for = work_dir_for
+        self.observer: SessionObserver = observer or NoObserver()
         self.max_sessions = max_sessions
         self.max_per_tenant = max_sessions_per_tenant or max_sessions
-        self.cell_hooks: list[CellHook] = []
-        self.session_hooks: list[SessionHook] = []  # after a session is created or closed
-        self.start_hooks: list[StartHook] = []
-        self.outputs_hooks: list = []  # late output appended to a finished cell
-        self.resume_for: ResumeFor | None = None
-        self.file_watch_for: Callable[[str, str], FileWatch] | None = None
         self._sessions: dict[Key, KernelSession] = {}
         self._creating: dict[Key, asyncio.Future[KernelSession]] = {}
 
@@ -81,16 +73,10 @@ class SessionRegistry:
         try:
             work_dir = self.work_dir_for(tenant, user)
             work_dir.mkdir(parents=True, exist_ok=True)
-            resume = Resume()
-            if self.resume_for is not None:
-                resume = await self.resume_for(tenant, user)
-            watch = self.file_watch_for(tenant, user) if self.file_watch_for else None
+            resume = await self.observer.resume(tenant, user)
             session = KernelSession(
-                tenant, user, work_dir, self.pool, self.limits, resume=resume, file_watch=watch
+                tenant, user, work_dir, self.pool, self.limits, self.observer, resume
             )
-            session.cell_hooks.extend(self.cell_hooks)
-            session.start_hooks.extend(self.start_hooks)
-            session.outputs_hooks.extend(self.outputs_hooks)
             self._sessions[key] = session
             try:
                 await session.ensure_kernel()
@@ -150,11 +136,10 @@ class SessionRegistry:
         await self._notify(session)
 
     async def _notify(self, session: KernelSession) -> None:
-        for hook in self.session_hooks:
-            try:
-                await hook(session)
-            except Exception:
-                log.exception("session hook failed for %s/%s", session.tenant, session.user)
+        try:
+            await self.observer.session_changed(session)
+        except Exception:
+            log.exception("observer failed on session %s/%s", session.tenant, session.user)
 
     async def cull_idle(self, idle_seconds: float, now: float | None = None) -> list[Key]:
         """Close sessions with no execution activity for `idle_seconds` and nothing queued."""

@@ -17,33 +17,29 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .disk_guard import DiskGuard
 from .errors import KernelError, QueueFull, SessionClosed
 from .events import EventLog
 from .execution import (
     Cell,
-    CellHook,
     EventSink,
     Execution,
     FileWatch,
     Run,
     Started,
-    StartHook,
     describe_exit,
 )
 from .kernel import Kernel, KernelExit, OutputBudget
 from .late import LateOutput
 from .launcher import cpu_seconds
-from .outputs import OutputCollector, error_event
+from .outputs import Output, OutputCollector, error_event
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from .pool import KernelPool
 
 __all__ = [
@@ -52,7 +48,9 @@ __all__ = [
     "Execution",
     "KernelSession",
     "Limits",
+    "NoObserver",
     "Resume",
+    "SessionObserver",
     "SessionState",
     "Started",
 ]
@@ -71,19 +69,64 @@ class SessionState(StrEnum):
 
 @dataclass(frozen=True)
 class Limits:
-    default_timeout: float = 60
-    max_timeout: float = 600
-    interrupt_grace: float = 3
+    """What the executions of one session may take. Fields with help are server options."""
+
+    default_timeout: float = field(
+        default=60,
+        metadata={"option": "exec_timeout", "help": "default execution timeout, seconds"},
+    )
+    max_timeout: float = field(
+        default=600,
+        metadata={
+            "option": "max_exec_timeout",
+            "help": "largest timeout a request may ask for, seconds",
+        },
+    )
+    interrupt_grace: float = field(
+        default=3, metadata={"help": "seconds a timed-out kernel gets to answer an interrupt"}
+    )
+    client_cap: int = field(
+        default=10_000_000,
+        metadata={
+            "option": "output_cap_bytes",
+            "help": "output sent to clients per execution (each event also counts 64 bytes)",
+        },
+    )
+    max_events: int = field(
+        default=20_000,
+        metadata={
+            "option": "output_cap_events",
+            "help": "output events sent to clients per execution",
+        },
+    )
+    text_cap: int = field(
+        default=100_000,
+        metadata={
+            "option": "text_cap_bytes",
+            "help": "stdout/stderr text in the REST execute answer",
+        },
+    )
+    max_queue: int = field(default=100, metadata={"help": "executions that may wait per session"})
+    replay_events: int = field(
+        default=10_000, metadata={"help": "events kept per session for reconnect replay"}
+    )
+    replay_bytes: int = field(
+        default=32_000_000,
+        metadata={"help": "bytes of events kept per session for reconnect replay"},
+    )
+    max_message_bytes: int = field(
+        default=16 << 20,
+        metadata={
+            "option": "kernel_message_max_bytes",
+            "help": "largest message read from a kernel; the rest of a larger one is dropped",
+        },
+    )
+    stop_strays: bool = field(
+        default=True,
+        metadata={"help": "stop the processes an execution leaves running (on or off)"},
+    )
     disk_check_interval: float = 1.0  # how often a busy kernel's disk use is checked
-    client_cap: int = 10_000_000
-    max_events: int = 20_000
-    text_cap: int = 100_000
-    max_queue: int = 100
-    replay_events: int = 10_000
-    replay_bytes: int = 32_000_000
-    subscriber_bytes: int = 64_000_000
-    max_message_bytes: int = 16 << 20
-    stop_strays: bool = True  # stop the processes an execution leaves running
+    subscriber_bytes: int = 64_000_000  # a WebSocket further behind than this is closed
 
     def budget(self) -> OutputBudget:
         """What an execution may put in the server's memory before its output is dropped
@@ -100,6 +143,53 @@ class Resume:
     last_kernel_id: str = ""
 
 
+class SessionObserver(Protocol):
+    """What the rest of the server learns from sessions, given to the registry once: where a
+    user's session resumes, how its work dir is watched, and what it runs and produces."""
+
+    async def resume(self, tenant: str, user: str) -> Resume:
+        """Where a new session of (tenant, user) continues the user's earlier ones."""
+        ...
+
+    def file_watch(self, tenant: str, user: str) -> FileWatch | None:
+        """The view of the user's work dir the session announces files and guards disk by."""
+        ...
+
+    def execution_started(self, session: KernelSession, started: Started) -> None: ...
+
+    async def execution_finished(self, session: KernelSession, cell: Cell) -> None: ...
+
+    def outputs_added(self, session: KernelSession, cell_id: str, outputs: list[Output]) -> None:
+        """Late output of a finished cell (a thread it started printed on)."""
+        ...
+
+    async def session_changed(self, session: KernelSession) -> None:
+        """The session was created or closed."""
+        ...
+
+
+class NoObserver:
+    """A `SessionObserver` that keeps nothing (sessions without a transcript or files)."""
+
+    async def resume(self, tenant: str, user: str) -> Resume:
+        return Resume()
+
+    def file_watch(self, tenant: str, user: str) -> FileWatch | None:
+        return None
+
+    def execution_started(self, session: KernelSession, started: Started) -> None:
+        return None
+
+    async def execution_finished(self, session: KernelSession, cell: Cell) -> None:
+        return None
+
+    def outputs_added(self, session: KernelSession, cell_id: str, outputs: list[Output]) -> None:
+        return None
+
+    async def session_changed(self, session: KernelSession) -> None:
+        return None
+
+
 class KernelSession:
     """The stateful kernel of one (tenant, user) and everything queued for it."""
 
@@ -110,8 +200,8 @@ class KernelSession:
         work_dir: Path,
         pool: KernelPool,
         limits: Limits,
+        observer: SessionObserver | None = None,
         resume: Resume = Resume(),
-        file_watch: FileWatch | None = None,
     ) -> None:
         self.tenant = tenant
         self.user = user
@@ -131,10 +221,8 @@ class KernelSession:
             resume.last_seq,
             resume.sink,
         )
-        self.cell_hooks: list[CellHook] = []
-        self.start_hooks: list[StartHook] = []
-        self.outputs_hooks: list[Callable[[KernelSession, str, list[dict[str, Any]]], None]] = []
-        self.file_watch = file_watch
+        self.observer: SessionObserver = observer or NoObserver()
+        self.file_watch = file_watch = self.observer.file_watch(tenant, user)
         self._late: LateOutput | None = None
         self._last_exec_id: str | None = None
         self._kernel_lock = asyncio.Lock()
@@ -283,11 +371,10 @@ class KernelSession:
         return OutputCollector(limits.client_cap, limits.text_cap, max_events=limits.max_events)
 
     def _outputs_added(self, cell_id: str, outputs: list[dict[str, Any]]) -> None:
-        for hook in self.outputs_hooks:
-            try:
-                hook(self, cell_id, outputs)
-            except Exception:
-                log.exception("outputs hook failed for %s/%s", self.tenant, self.user)
+        try:
+            self.observer.outputs_added(self, cell_id, outputs)
+        except Exception:
+            log.exception("observer failed on late output of %s/%s", self.tenant, self.user)
 
     async def _forget_late(self) -> None:
         if self._late is not None:
@@ -373,11 +460,10 @@ class KernelSession:
             self._last_exec_id = execution.id
             if not execution.done.done():
                 execution.done.set_result(cell)
-            for hook in self.cell_hooks:
-                try:
-                    await hook(self, cell)
-                except Exception:
-                    log.exception("cell hook failed for %s/%s", self.tenant, self.user)
+            try:
+                await self.observer.execution_finished(self, cell)
+            except Exception:
+                log.exception("observer failed on a cell of %s/%s", self.tenant, self.user)
 
     def _failed(self, execution: Execution, exc: Exception) -> Cell:
         collector = self._collector()
@@ -409,8 +495,7 @@ class KernelSession:
         info = Started(
             execution.cell_id, execution.id, execution.code, kernel.id, first_seq, started
         )
-        for hook in self.start_hooks:
-            hook(self, info)
+        self.observer.execution_started(self, info)
         status = await self._pump_in_time(run, queue, execution)
         run.finish()
         if run.overrun:  # the disk guard stopped it (or it ended as the guard fired)

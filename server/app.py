@@ -10,16 +10,14 @@ from typing import Any
 
 import tornado.web
 
-from files.area import FileArea, FileLimits, Snapshot
 from files.areas import FileAreas
 from files.pool import FairPool
 from files.work_dirs import WorkDirs
 from kernels.launcher import KernelCommand, Launcher, default_kernel_python
 from kernels.pool import KernelPool
 from kernels.registry import SessionRegistry
-from kernels.sandbox import SandboxPolicy, cleanup_leftovers, make_launcher
-from kernels.session import Cell, KernelSession, Limits
-from transcript.store.base import SessionRecord, Store
+from kernels.sandbox import cleanup_leftovers, make_launcher
+from transcript.store.base import Store
 from transcript.store.sqlite import SqliteStore
 from transcript.transcript import Transcript
 
@@ -27,11 +25,12 @@ from . import sessions_http as h
 from .api import NotFoundHandler
 from .auth import Authenticator
 from .config import Settings
-from .files_http import file_routes, file_url
+from .files_http import file_routes
 from .janitor import Janitor
 from .keys import server_secret
 from .logs import log_request
 from .notebook_http import NotebookHandler, NotesHandler
+from .recorder import SessionRecorder
 from .state import AppState
 from .websocket import SessionSocket
 
@@ -68,148 +67,80 @@ def make_app(state: AppState) -> tornado.web.Application:
     )
 
 
-def sandbox_policy(settings: Settings) -> SandboxPolicy:
-    return SandboxPolicy(
-        uid_first=settings.kernel_uid_first,
-        uid_last=settings.kernel_uid_last,
-        memory_bytes=settings.kernel_memory_bytes,
-        pids_max=settings.kernel_pids,
-        cpus=settings.kernel_cpus,
-        file_size_bytes=settings.kernel_file_bytes,
-        tmp_bytes=settings.kernel_tmp_bytes,
-    )
-
-
 def launcher_for(settings: Settings) -> Launcher:
     """The kernel launcher; raises `SandboxUnavailable` rather than run unsandboxed."""
     return make_launcher(
         sandbox=settings.sandbox == "on",
         runtime_root=settings.runtime_dir,
-        policy=sandbox_policy(settings),
+        policy=settings.sandbox_policy,
         command=KernelCommand(
             settings.kernel_python or default_kernel_python(),
             # the kernel drops stream text past this before buffering it (startup code)
-            extra_env={"KSS_OUTPUT_CAP_BYTES": str(settings.output_cap_bytes)},
+            extra_env={"KSS_OUTPUT_CAP_BYTES": str(settings.limits.client_cap)},
         ),
-    )
-
-
-def _record(session: KernelSession) -> SessionRecord:
-    return SessionRecord(
-        tenant=session.tenant,
-        user=session.user,
-        created=session.created,
-        last_activity=session.last_activity,
-        execution_count=session.execution_count,
-        state=str(session.state),
-        kernel_id=session.last_kernel_id,
-    )
-
-
-class AreaWatch:
-    """`FileWatch` of one user's file area: changed files with their download URLs. Every
-    call runs in the user's lane of the fair file pool."""
-
-    def __init__(self, area: FileArea, user: str) -> None:
-        self.area = area
-        self.user = user
-        self.quota = area.quota
-
-    async def usage(self) -> int:
-        return await self.area.ausage()
-
-    async def snapshot(self) -> Snapshot:
-        return await self.area.asnapshot()
-
-    async def changes(self, before: Snapshot) -> list[dict[str, Any]]:
-        return [
-            {"name": c.name, "size": c.size, "event": c.event, "url": file_url(self.user, c.name)}
-            for c in await self.area.achanges_since(before)
-        ]
-
-
-def file_limits(settings: Settings) -> FileLimits:
-    return FileLimits(
-        max_file_bytes=settings.file_max_bytes,
-        quota=settings.user_quota_bytes,
-        ttl_seconds=settings.file_ttl_seconds,
     )
 
 
 @contextlib.asynccontextmanager
 async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
-    """Everything the app needs, started in order and stopped in reverse."""
-    policy = sandbox_policy(settings)
-    await cleanup_leftovers(settings.runtime_dir, policy)  # a crashed run's kernels, mounts
-    launcher = launcher_for(settings)
-    store: Store = SqliteStore(settings.data_dir / "kss.sqlite3")
-    await store.open()
-    file_pool = FairPool(settings.file_workers)
-    work_dirs = WorkDirs(settings.data_dir / "work", server_secret(settings.data_dir))
-    await asyncio.to_thread(work_dirs.adopt_legacy, settings.data_dir / "files")
-    files = FileAreas(
-        work_dirs,
-        settings.data_dir / "staging",
-        store,
-        file_pool,
-        file_limits(settings),
-    )
-    files.reset_staging()  # uploads a crash cut short: never visible to a kernel, gone now
-    transcript = Transcript(store)
-    await transcript.recover()
-    transcript.start()
-    pool = KernelPool(
-        launcher,
-        settings.runtime_dir,
-        warm_size=settings.pool_size,
-        max_starting=settings.max_starting_kernels,
-        start_timeout=settings.kernel_start_timeout,
-        max_message_bytes=settings.kernel_message_max_bytes,
-    )
-    limits = Limits(
-        default_timeout=settings.exec_timeout,
-        max_timeout=settings.max_exec_timeout,
-        interrupt_grace=settings.interrupt_grace,
-        client_cap=settings.output_cap_bytes,
-        max_events=settings.output_cap_events,
-        text_cap=settings.text_cap_bytes,
-        max_message_bytes=settings.kernel_message_max_bytes,
-        stop_strays=settings.stop_strays == "on",
-        max_queue=settings.max_queue,
-        replay_events=settings.replay_events,
-        replay_bytes=settings.replay_bytes,
-    )
-    registry = SessionRegistry(
-        pool,
-        limits,
-        files.work_dir,
-        max_sessions=settings.max_sessions,
-        max_sessions_per_tenant=settings.max_sessions_per_tenant,
-    )
-    state = AppState(
-        settings, Authenticator(settings.api_keys), store, pool, registry, transcript, files
-    )
+    """Everything the app needs, started in order; whatever started is stopped in reverse,
+    also when a later step fails half-way through start-up."""
+    async with contextlib.AsyncExitStack() as stack:
+        runtime, policy = settings.runtime_dir, settings.sandbox_policy
+        await cleanup_leftovers(runtime, policy)  # a crashed run's kernels, mounts
+        stack.push_async_callback(cleanup_leftovers, runtime, policy)
+        launcher = launcher_for(settings)
 
-    async def save_session(session: KernelSession, cell: Cell | None = None) -> None:
-        transcript.save_session(_record(session))  # written behind, in order with the cells
+        store: Store = SqliteStore(settings.data_dir / "kss.sqlite3")
+        await store.open()
+        stack.push_async_callback(store.close)
 
-    registry.resume_for = transcript.resume_for
-    registry.start_hooks.append(transcript.cell_started)
-    registry.outputs_hooks.append(transcript.outputs_added)
-    registry.cell_hooks.extend([transcript.cell_finished, save_session])
-    registry.session_hooks.append(save_session)
-    registry.file_watch_for = lambda t, u: AreaWatch(files.area(t, u), u)
-    janitor = Janitor(state)
-    try:
+        file_pool = FairPool(settings.file_workers)
+        stack.push_async_callback(file_pool.close)  # queued work cancelled, running not awaited
+        work_dirs = WorkDirs(settings.data_dir / "work", server_secret(settings.data_dir))
+        await asyncio.to_thread(work_dirs.adopt_legacy, settings.data_dir / "files")
+        files = FileAreas(
+            work_dirs, settings.data_dir / "staging", store, file_pool, settings.files
+        )
+        files.reset_staging()  # uploads a crash cut short: never visible to a kernel, gone now
+
+        transcript = Transcript(store)
+        await transcript.recover()
+        transcript.start()
+        stack.push_async_callback(transcript.stop)
+
+        pool = KernelPool(
+            launcher,
+            runtime,
+            warm_size=settings.pool_size,
+            max_starting=settings.max_starting_kernels,
+            start_timeout=settings.kernel_start_timeout,
+            max_message_bytes=settings.limits.max_message_bytes,
+        )
         await pool.start()
+        stack.push_async_callback(pool.close)
+
+        registry = SessionRegistry(
+            pool,
+            settings.limits,
+            files.work_dir,
+            SessionRecorder(transcript, files),
+            max_sessions=settings.max_sessions,
+            max_sessions_per_tenant=settings.max_sessions_per_tenant,
+        )
+        stack.push_async_callback(registry.close_all)
+
+        janitor = Janitor(
+            registry,
+            files,
+            transcript,
+            idle_timeout=settings.idle_timeout,
+            transcript_ttl=settings.transcript_ttl_seconds,
+            interval=settings.janitor_interval,
+        )
         janitor.start()
+        stack.push_async_callback(janitor.stop)
+
         log.info("kernels run with sandbox mode %r", launcher.mode)
-        yield state
-    finally:
-        await janitor.stop()
-        await registry.close_all()
-        await pool.close()
-        await file_pool.close()  # queued file work is cancelled, running work not awaited
-        await transcript.stop()
-        await store.close()
-        await cleanup_leftovers(settings.runtime_dir, policy)
+        auth = Authenticator(settings.api_keys)
+        yield AppState(settings, auth, store, pool, registry, transcript, files, janitor)

@@ -1,74 +1,112 @@
 """The one configuration source: a frozen `Settings` from CLI flags and `KSS_*` env vars.
 
-Every option is declared once in `OPTIONS`; the flag (`--pool-size`) and the env var
-(`KSS_POOL_SIZE`) are derived from its name. A flag wins over the env var, which wins over
-the default. `environ` is injectable so tests pass their own.
+Every option is declared once, as a dataclass field whose metadata has `help` (and, when the
+option is named otherwise than the field, `option`): the server's own fields here, and the
+parts the server hands on whole, declared where they are used: execution limits
+(`kernels.session.Limits`), the sandbox (`kernels.sandbox.SandboxPolicy`) and the file area
+(`files.area.FileLimits`). `options()` reads them all; the flag (`--pool-size`) and the env
+var (`KSS_POOL_SIZE`) come from the option's name. A flag wins over the env var, which wins
+over the default. `environ` is injectable so tests pass their own.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import re
 import secrets
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from files.area import FileLimits
+from kernels.sandbox import SandboxPolicy
+from kernels.session import Limits
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
 # As root the data dir defaults to a system path: its path shows in a sandboxed kernel's
 # mount table (as the source of the work dir), and must not name a checkout or a home.
 DEFAULT_ROOT_DATA_DIR = Path("/var/lib/kss")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ON_OFF = ("on", "off")
+
+
+def _help(text: str, **more: Any) -> Any:
+    return {"help": text, **more}
 
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8765
-    data_dir: Path = Path()  # "": /var/lib/kss as root (a neutral path), else ./.data
-    api_keys: tuple[tuple[str, str], ...] = ()  # (tenant, key)
-    pool_size: int = 2
-    max_starting_kernels: int = 0
-    max_sessions: int = 100
-    max_sessions_per_tenant: int = 0
-    exec_timeout: float = 60
-    max_exec_timeout: float = 600
-    interrupt_grace: float = 3
-    kernel_start_timeout: float = 60
-    max_code_bytes: int = 1_000_000
-    output_cap_bytes: int = 10_000_000
-    output_cap_events: int = 20_000
-    text_cap_bytes: int = 100_000
-    replay_events: int = 10_000
-    replay_bytes: int = 32_000_000
-    max_queue: int = 100
-    idle_timeout: float = 1200
-    janitor_interval: float = 30
-    file_max_bytes: int = 50_000_000
-    user_quota_bytes: int = 500_000_000
-    file_ttl_seconds: float = 48 * 3600
-    file_workers: int = 4
-    transcript_ttl_seconds: float = 7 * 86400
-    header_timeout: float = 60
-    body_idle_timeout: float = 60
-    max_connections_per_address: int = 256
-    max_connections: int = 0
-    sandbox: str = "on"
-    kernel_uid_first: int = 2_000_000
-    kernel_uid_last: int = 2_000_999
-    kernel_memory_bytes: int = 1 << 30
-    kernel_pids: int = 128
-    kernel_cpus: float = 1.0
-    kernel_file_bytes: int = 50_000_000
-    kernel_tmp_bytes: int = 256 << 20
-    kernel_message_max_bytes: int = 16 << 20
-    stop_strays: str = "on"
-    kernel_python: str = ""
-    runtime_dir: Path = Path()
-    log_level: str = "INFO"
-    generated_key: bool = False
+    host: str = field(default="127.0.0.1", metadata=_help("address to listen on"))
+    port: int = field(default=8765, metadata=_help("port to listen on"))
+    data_dir: Path = field(
+        default=Path(),  # "": /var/lib/kss as root (a neutral path), else ./.data
+        metadata=_help("where the store, files and generated key live (root: /var/lib/kss)"),
+    )
+    api_keys: tuple[tuple[str, str], ...] = ()  # (tenant, key): --api-key, KSS_API_KEYS
+    pool_size: int = field(
+        default=2, metadata=_help("warm kernels kept started and idle (0 disables the pool)")
+    )
+    max_starting_kernels: int = field(
+        default=0, metadata=_help("kernels starting at once, others wait (0: CPU count + 1)")
+    )
+    max_sessions: int = field(
+        default=100,
+        metadata=_help("most sessions (kernels in use) at once; the LRU idle one is reclaimed"),
+    )
+    max_sessions_per_tenant: int = field(
+        default=0, metadata=_help("most sessions of one tenant at once (0: --max-sessions)")
+    )
+    kernel_start_timeout: float = field(
+        default=60, metadata=_help("seconds a kernel gets to start")
+    )
+    max_code_bytes: int = field(
+        default=1_000_000, metadata=_help("largest code accepted in one execute request")
+    )
+    idle_timeout: float = field(
+        default=1200, metadata=_help("seconds without executions before a kernel is culled")
+    )
+    janitor_interval: float = field(default=30, metadata=_help("seconds between expiry sweeps"))
+    file_workers: int = field(
+        default=4, metadata=_help("threads for file work, shared fairly: one per user at a time")
+    )
+    transcript_ttl_seconds: float = field(
+        default=7 * 86400,
+        metadata=_help("seconds after the last activity a transcript expires"),
+    )
+    header_timeout: float = field(
+        default=60, metadata=_help("seconds a request's headers may take; also keep-alive idle")
+    )
+    body_idle_timeout: float = field(
+        default=60, metadata=_help("seconds a request body may go without a byte (then 408)")
+    )
+    max_connections_per_address: int = field(
+        default=256, metadata=_help("open connections one client address may hold (0: any)")
+    )
+    max_connections: int = field(
+        default=0, metadata=_help("open connections in total (0: from the open-file limit)")
+    )
+    sandbox: str = field(
+        default="on",
+        metadata=_help("on or off: run kernels under bubblewrap (off is unsafe)", choices=ON_OFF),
+    )
+    kernel_python: str = field(
+        default="", metadata=_help("interpreter kernels run with (default: .kernel-venv)")
+    )
+    runtime_dir: Path = field(
+        default=Path(), metadata=_help("short path for kernel sockets (default under /tmp)")
+    )
+    log_level: str = field(
+        default="INFO", metadata=_help("DEBUG, INFO, WARNING or ERROR", choices=LOG_LEVELS)
+    )
+    limits: Limits = field(default_factory=Limits)
+    sandbox_policy: SandboxPolicy = field(default_factory=SandboxPolicy)
+    files: FileLimits = field(default_factory=FileLimits)
+    generated_key: bool = False  # set by `finalize` when it made the key
 
     @property
     def max_request_bytes(self) -> int:
@@ -80,55 +118,101 @@ class Settings:
         return {key: tenant for tenant, key in self.api_keys}
 
 
-# name -> (type, help). Defaults come from the dataclass.
-OPTIONS: dict[str, tuple[type, str]] = {
-    "host": (str, "address to listen on"),
-    "port": (int, "port to listen on"),
-    "data_dir": (Path, "where the store, files and generated key live (root: /var/lib/kss)"),
-    "pool_size": (int, "warm kernels kept started and idle (0 disables the pool)"),
-    "max_starting_kernels": (int, "kernels starting at once, others wait (0: CPU count + 1)"),
-    "max_sessions": (int, "most sessions (kernels in use) at once; the LRU idle one is reclaimed"),
-    "max_sessions_per_tenant": (int, "most sessions of one tenant at once (0: --max-sessions)"),
-    "exec_timeout": (float, "default execution timeout, seconds"),
-    "max_exec_timeout": (float, "largest timeout a request may ask for, seconds"),
-    "interrupt_grace": (float, "seconds a timed-out kernel gets to answer an interrupt"),
-    "kernel_start_timeout": (float, "seconds a kernel gets to start"),
-    "max_code_bytes": (int, "largest code accepted in one execute request"),
-    "output_cap_bytes": (int, "output sent to clients per execution"),
-    "output_cap_events": (int, "output events sent to clients per execution"),
-    "text_cap_bytes": (int, "stdout/stderr text in the REST execute answer"),
-    "replay_events": (int, "events kept per session for reconnect replay"),
-    "replay_bytes": (int, "bytes of events kept per session for reconnect replay"),
-    "max_queue": (int, "executions that may wait per session"),
-    "idle_timeout": (float, "seconds without executions before a kernel is culled"),
-    "janitor_interval": (float, "seconds between expiry sweeps"),
-    "file_max_bytes": (int, "largest file one upload may create"),
-    "user_quota_bytes": (int, "bytes of files one user may keep"),
-    "file_ttl_seconds": (float, "seconds after its last change a file expires"),
-    "file_workers": (int, "threads for file work, shared fairly: one per user at a time"),
-    "transcript_ttl_seconds": (float, "seconds after the last activity a transcript expires"),
-    "header_timeout": (float, "seconds a request's headers may take; also keep-alive idle time"),
-    "body_idle_timeout": (float, "seconds a request body may go without a byte (then 408)"),
-    "max_connections_per_address": (int, "open connections one client address may hold (0: any)"),
-    "max_connections": (int, "open connections in total (0: from the open-file limit)"),
-    "sandbox": (str, "on or off: run kernels under bubblewrap (off is unsafe)"),
-    "kernel_uid_first": (int, "first host uid given to sandboxed kernels"),
-    "kernel_uid_last": (int, "last host uid given to sandboxed kernels"),
-    "kernel_memory_bytes": (int, "memory limit of one sandboxed kernel (cgroup)"),
-    "kernel_pids": (int, "process/thread limit of one sandboxed kernel (cgroup)"),
-    "kernel_cpus": (float, "CPU cores one sandboxed kernel may use (cgroup quota; 0 = no cap)"),
-    "kernel_file_bytes": (int, "largest file a sandboxed kernel may write (rlimit)"),
-    "kernel_tmp_bytes": (int, "size of a sandboxed kernel's private /tmp"),
-    "kernel_message_max_bytes": (int, "largest message read from a kernel; more is dropped"),
-    "stop_strays": (str, "on or off: stop the processes an execution leaves running"),
-    "kernel_python": (str, "interpreter kernels run with (default: .kernel-venv)"),
-    "runtime_dir": (Path, "short path for kernel sockets (default under /tmp)"),
-    "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
-}
+PARTS = ("limits", "sandbox_policy", "files")  # the Settings fields that are whole parts
+
+
+@dataclass(frozen=True)
+class Option:
+    """One server option: `--<name with dashes>` and `KSS_<NAME>`."""
+
+    name: str
+    part: str | None  # the Settings field holding it, or None for Settings' own
+    field: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return env_name(self.name)
 
 
 def env_name(option: str) -> str:
     return "KSS_" + option.upper()
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise ValueError(raw)
+
+
+_PARSERS: dict[Any, Callable[[str], Any]] = {
+    int: int,
+    float: float,
+    str: str,
+    Path: Path,
+    bool: _parse_bool,
+}
+
+
+def _options_of(cls: type, part: str | None) -> list[Option]:
+    hints = typing.get_type_hints(cls)
+    found = []
+    for f in fields(cls):
+        if "help" not in f.metadata:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        found.append(
+            Option(
+                name=f.metadata.get("option") or f.name,
+                part=part,
+                field=f.name,
+                parse=_PARSERS[hints[f.name]],
+                default=default,
+                help=f.metadata["help"],
+                choices=f.metadata.get("choices"),
+            )
+        )
+    return found
+
+
+def options() -> list[Option]:
+    """Every option, the server's own first, then each part's."""
+    hints = typing.get_type_hints(Settings)
+    found = _options_of(Settings, None)
+    for part in PARTS:
+        found += _options_of(hints[part], part)
+    return found
+
+
+OPTIONS: dict[str, Option] = {o.name: o for o in options()}
+
+
+def with_options(settings: Settings, values: Mapping[str, Any]) -> Settings:
+    """`settings` with options set by name (`output_cap_bytes=...`), whichever part holds
+    them; also takes Settings' other fields (`api_keys`)."""
+    own: dict[str, Any] = {}
+    parts: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        option = OPTIONS.get(name)
+        if option is None:
+            own[name] = value  # a field of Settings that is not an option (api_keys...)
+        elif option.part is None:
+            own[option.field] = value
+        else:
+            parts.setdefault(option.part, {})[option.field] = value
+    for part, changes in parts.items():
+        own[part] = replace(getattr(settings, part), **changes)
+    return replace(settings, **own)
 
 
 def parse_api_keys(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -148,12 +232,12 @@ def parse_api_keys(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
-    for name, (_, help_) in OPTIONS.items():
+    for option in OPTIONS.values():
         parser.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
+            option.flag,
+            dest=option.name,
             default=None,
-            help=f"{help_} [env {env_name(name)}]",
+            help=f"{option.help} [default {option.default!s:.40}; env {option.env}]",
         )
     parser.add_argument(
         "--api-key",
@@ -180,61 +264,54 @@ def load_settings(
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
     values: dict[str, Any] = {}
-    for name, (kind, _) in OPTIONS.items():
-        raw = getattr(args, name)
+    for option in OPTIONS.values():
+        raw = getattr(args, option.name)
         if raw is None:
-            raw = environ.get(env_name(name))
+            raw = environ.get(option.env)
         if raw is None or raw == "":
             continue
         try:
-            values[name] = kind(raw)
+            values[option.name] = option.parse(raw)
         except ValueError:
-            raise ValueError(f"{name}: {raw!r} is not a valid {kind.__name__}") from None
+            raise ValueError(f"{option.name}: {raw!r} is not a valid value") from None
     keys = args.api_key or ([environ["KSS_API_KEYS"]] if environ.get("KSS_API_KEYS") else [])
     values["api_keys"] = parse_api_keys(keys)
-    settings = Settings(**values)
-    return finalize(settings)
+    return finalize(with_options(Settings(), values))
 
 
 def finalize(settings: Settings) -> Settings:
     """Validate, make paths absolute, fill derived defaults, generate a key if none."""
-    values = {f.name: getattr(settings, f.name) for f in fields(settings)}
-    if not str(values["data_dir"]) or values["data_dir"] == Path():
-        values["data_dir"] = DEFAULT_ROOT_DATA_DIR if os.geteuid() == 0 else Path(".data")
-    data_dir = Path(values["data_dir"]).resolve()
-    values["data_dir"] = data_dir
-    for name in ("sandbox", "stop_strays"):
-        if values[name] not in ("on", "off"):
-            raise ValueError(f"{name}: want on or off")
-    if values["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError("log_level: want DEBUG, INFO, WARNING or ERROR")
-    if values["file_workers"] < 1:
+    for option in OPTIONS.values():
+        value = _value(settings, option)
+        if option.choices and str(value).upper() not in {c.upper() for c in option.choices}:
+            raise ValueError(f"{option.name}: want one of {', '.join(option.choices)}")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise ValueError(f"{option.name} must not be negative")
+    if settings.file_workers < 1:
         raise ValueError("file_workers must be at least 1")
-    if not 0 < values["kernel_uid_first"] <= values["kernel_uid_last"]:
+    policy = settings.sandbox_policy
+    if not 0 < policy.uid_first <= policy.uid_last:
         raise ValueError("kernel uid range: want 0 < first <= last")
-    for name in (
-        "pool_size",
-        "max_starting_kernels",
-        "max_sessions",
-        "max_sessions_per_tenant",
-        "max_code_bytes",
-        "output_cap_bytes",
-        "kernel_cpus",
-        "max_connections_per_address",
-        "max_connections",
-    ):
-        if values[name] < 0:
-            raise ValueError(f"{name} must not be negative")
     for name in ("header_timeout", "body_idle_timeout"):
-        if not values[name] > 0:
+        if not getattr(settings, name) > 0:
             raise ValueError(f"{name} must be a positive number of seconds")
-    if not str(values["runtime_dir"]) or values["runtime_dir"] == Path():
+    data_dir = settings.data_dir
+    if not str(data_dir) or data_dir == Path():
+        data_dir = DEFAULT_ROOT_DATA_DIR if os.geteuid() == 0 else Path(".data")
+    data_dir = data_dir.resolve()
+    changes: dict[str, Any] = {"data_dir": data_dir, "log_level": settings.log_level.upper()}
+    if not str(settings.runtime_dir) or settings.runtime_dir == Path():
         digest = hashlib.sha1(str(data_dir).encode()).hexdigest()[:10]
-        values["runtime_dir"] = Path("/tmp") / f"kss-{os.getuid()}-{digest}"
-    if not values["api_keys"]:
-        values["api_keys"] = ((("default", _generated_key(data_dir))),)
-        values["generated_key"] = True
-    return Settings(**values)
+        changes["runtime_dir"] = Path("/tmp") / f"kss-{os.getuid()}-{digest}"
+    if not settings.api_keys:
+        changes["api_keys"] = (("default", _generated_key(data_dir)),)
+        changes["generated_key"] = True
+    return replace(settings, **changes)
+
+
+def _value(settings: Settings, option: Option) -> Any:
+    holder = settings if option.part is None else getattr(settings, option.part)
+    return getattr(holder, option.field)
 
 
 def _generated_key(data_dir: Path) -> str:

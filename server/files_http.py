@@ -113,7 +113,7 @@ class FilesHandler(FilesBase):
 
     def body_limit(self) -> int:
         if self.request.method == "POST":
-            return self.state.settings.user_quota_bytes + MULTIPART_OVERHEAD
+            return self.state.settings.files.quota + MULTIPART_OVERHEAD
         return super().body_limit()
 
     async def prepare(self) -> None:
@@ -197,7 +197,7 @@ class FileHandler(FilesBase):
 
     def body_limit(self) -> int:
         if self.request.method == "PUT":
-            return self.state.settings.file_max_bytes
+            return self.state.settings.files.max_file_bytes
         return super().body_limit()
 
     async def prepare(self) -> None:

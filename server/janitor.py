@@ -11,19 +11,33 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .state import AppState
+from files.areas import FileAreas
+from kernels.registry import SessionRegistry
+from transcript.transcript import Transcript
 
 log = logging.getLogger(__name__)
 
 
 class Janitor:
-    """One owned background task that runs `sweep()` every `janitor_interval` seconds."""
+    """One owned background task that runs `sweep()` every `interval` seconds."""
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(
+        self,
+        registry: SessionRegistry,
+        files: FileAreas,
+        transcript: Transcript,
+        *,
+        idle_timeout: float,
+        transcript_ttl: float,
+        interval: float,
+    ) -> None:
+        self.registry = registry
+        self.files = files
+        self.transcript = transcript
+        self.idle_timeout = idle_timeout
+        self.transcript_ttl = transcript_ttl
+        self.interval = interval
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -37,24 +51,21 @@ class Janitor:
 
     async def sweep(self, now: float | None = None) -> dict[str, int]:
         """One pass over every expiry clock; returns what it removed."""
-        state = self.state
-        settings = state.settings
         now = time.time() if now is None else now
-        culled = await state.registry.cull_idle(settings.idle_timeout, now)
+        culled = await self.registry.cull_idle(self.idle_timeout, now)
         files = 0
-        for tenant, user in await state.files.users():
-            files += len(await state.files.area(tenant, user).aexpire(now))
+        for tenant, user in await self.files.users():
+            files += len(await self.files.area(tenant, user).aexpire(now))
         transcripts = 0
-        await state.transcript.flush()
-        for record in await state.store.expired_sessions(now - settings.transcript_ttl_seconds):
-            if state.registry.find(record.tenant, record.user) is None:
-                await state.transcript.delete(record.tenant, record.user)
+        for record in await self.transcript.expired_sessions(now - self.transcript_ttl):
+            if self.registry.find(record.tenant, record.user) is None:
+                await self.transcript.delete(record.tenant, record.user)
                 transcripts += 1
         return {"kernels": len(culled), "files": files, "transcripts": transcripts}
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.state.settings.janitor_interval)
+            await asyncio.sleep(self.interval)
             try:
                 removed = await self.sweep()
                 if any(removed.values()):

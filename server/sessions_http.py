@@ -83,7 +83,7 @@ class ExecuteHandler(ApiHandler):
         user = self.user_arg(user)
         settings = self.state.settings
         request = parse_execute(
-            self.json_body(), settings.max_code_bytes, settings.max_exec_timeout
+            self.json_body(), settings.max_code_bytes, settings.limits.max_timeout
         )
         session, _ = await self.state.registry.ensure(self.tenant, user)
         execution = session.submit(request.code, request.id, request.timeout)

@@ -12,6 +12,7 @@ from transcript.transcript import Transcript
 
 from .auth import Authenticator
 from .config import Settings
+from .janitor import Janitor
 
 
 @dataclass
@@ -23,3 +24,4 @@ class AppState:
     registry: SessionRegistry
     transcript: Transcript
     files: FileAreas
+    janitor: Janitor

@@ -127,7 +127,7 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         try:
             obj = frame_object(message)
             frame_id = obj.get("id")
-            request = parse_frame(obj, settings.max_code_bytes, settings.max_exec_timeout)
+            request = parse_frame(obj, settings.max_code_bytes, settings.limits.max_timeout)
             if isinstance(request, ControlFrame):
                 if request.type == "interrupt":
                     session.interrupt()

@@ -6,7 +6,6 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from server.app import lifespan, make_app
-from server.config import Settings, finalize
+from server.config import Settings, finalize, with_options
 from server.http_server import EdgeServer, make_http_server
 from server.state import AppState
 from tests.client import Api
@@ -30,18 +29,20 @@ def free_port() -> int:
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    base = Settings(
-        host="127.0.0.1",
-        port=free_port(),
-        data_dir=data_dir,
-        api_keys=(("t1", KEY), ("t2", KEY2)),
-        pool_size=1,
-        exec_timeout=30,
-        interrupt_grace=2,
-        sandbox="off",
-        janitor_interval=3600,
-    )
-    return finalize(replace(base, **overrides))
+    """Test settings; `overrides` are options by name (`output_cap_bytes=...`) or Settings
+    fields, whichever part of the settings holds them."""
+    base = {
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "data_dir": data_dir,
+        "api_keys": (("t1", KEY), ("t2", KEY2)),
+        "pool_size": 1,
+        "exec_timeout": 30,
+        "interrupt_grace": 2,
+        "sandbox": "off",
+        "janitor_interval": 3600,
+    }
+    return finalize(with_options(Settings(), {**base, **overrides}))
 
 
 class RunningServer:

@@ -76,7 +76,7 @@ class Transcript:
         )
         self._queue.put_nowait(("cell", record))
 
-    async def cell_finished(self, session: KernelSession, cell: Cell) -> None:
+    def cell_finished(self, session: KernelSession, cell: Cell) -> None:
         self._queue.put_nowait(("cell", cell_record(session.tenant, session.user, cell)))
 
     def outputs_added(
@@ -110,6 +110,11 @@ class Transcript:
     async def cells(self, tenant: str, user: str) -> list[CellRecord]:
         await self.flush()
         return await self.store.list_cells(tenant, user)
+
+    async def expired_sessions(self, before: float) -> list[SessionRecord]:
+        """Sessions whose last activity is older than `before`."""
+        await self.flush()
+        return await self.store.expired_sessions(before)
 
     async def delete(self, tenant: str, user: str) -> None:
         """Forget the session: its transcript and its record."""

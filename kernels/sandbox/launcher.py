@@ -24,7 +24,7 @@ import os
 import shutil
 import stat
 import subprocess
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from files.paths import walk
@@ -65,16 +65,55 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class SandboxPolicy:
-    """Limits and uids of sandboxed kernels (defaults from issue 6)."""
+    """Limits and uids of sandboxed kernels. Fields with help are server options."""
 
-    uid_first: int = 2_000_000
-    uid_last: int = 2_000_999
-    memory_bytes: int = 1 << 30
-    pids_max: int = 128
-    cpus: float = 1.0  # CPU quota in cores (0 = none); with a cpu cgroup, equal shares too
-    file_size_bytes: int = 50_000_000
+    uid_first: int = field(
+        default=2_000_000,
+        metadata={
+            "option": "kernel_uid_first",
+            "help": "first host uid given to sandboxed kernels",
+        },
+    )
+    uid_last: int = field(
+        default=2_000_999,
+        metadata={"option": "kernel_uid_last", "help": "last host uid given to sandboxed kernels"},
+    )
+    memory_bytes: int = field(
+        default=1 << 30,
+        metadata={
+            "option": "kernel_memory_bytes",
+            "help": "memory limit of one sandboxed kernel (cgroup)",
+        },
+    )
+    pids_max: int = field(
+        default=128,
+        metadata={
+            "option": "kernel_pids",
+            "help": "process/thread limit of one sandboxed kernel (cgroup)",
+        },
+    )
+    cpus: float = field(
+        default=1.0,
+        metadata={
+            "option": "kernel_cpus",
+            "help": "CPU cores one sandboxed kernel may use (cgroup quota; 0 = no cap)",
+        },
+    )
+    file_size_bytes: int = field(
+        default=50_000_000,
+        metadata={
+            "option": "kernel_file_bytes",
+            "help": "largest file a sandboxed kernel may write (rlimit)",
+        },
+    )
+    tmp_bytes: int = field(
+        default=256 << 20,
+        metadata={
+            "option": "kernel_tmp_bytes",
+            "help": "size of a sandboxed kernel's private /tmp",
+        },
+    )
     open_files: int = 1024
-    tmp_bytes: int = 256 << 20
     cgroup_parent: str = "kss"
     require_cgroups: bool = True  # root mode refuses to start kernels without memory+pids limits
     seccomp: bool = True

@@ -165,10 +165,10 @@ async def test_output_flood_is_capped(srv) -> None:
     flood = "import time\nwhile True:\n    print('x' * 1000)\n    time.sleep(0.0001)"
     r = await run(srv, flood, timeout=3)
     assert r["status"] == "timeout" and r["truncated"] is True, {**r, "outputs": "..."}
-    assert len(r["stdout"]) <= srv.settings.text_cap_bytes + 200
+    assert len(r["stdout"]) <= srv.settings.limits.text_cap + 200
     assert "output truncated" in r["stdout"]
     sent = sum(len(o.get("text", "")) for o in r["outputs"])
-    assert sent <= srv.settings.output_cap_bytes + 200
+    assert sent <= srv.settings.limits.client_cap + 200
     r = await run(srv, "'quiet'")
     assert r["status"] == "ok" and r["truncated"] is False
     # Flat out, ipykernel buffers output faster than it sends it (0.2 s flush interval):

@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from server.app import sandbox_policy
-from server.config import load_settings
+from server.config import OPTIONS, build_parser, load_settings
 
 
 def test_env_then_flags(tmp_path):
@@ -49,7 +48,21 @@ def test_generated_key_is_kept_across_restarts(tmp_path):
     assert (tmp_path / "api-key").stat().st_mode & 0o777 == 0o600
 
 
-def test_kernel_limits_reach_the_sandbox_policy(tmp_path):
-    env = {"KSS_KERNEL_CPUS": "1.5", "KSS_DATA_DIR": str(tmp_path)}
-    policy = sandbox_policy(load_settings(["--kernel-memory-bytes", "268435456"], env))
-    assert (policy.cpus, policy.memory_bytes) == (1.5, 256 << 20)
+def test_options_of_the_parts_land_in_their_parts(tmp_path):
+    env = {"KSS_KERNEL_CPUS": "1.5", "KSS_DATA_DIR": str(tmp_path), "KSS_STOP_STRAYS": "off"}
+    argv = ["--kernel-memory-bytes", "268435456", "--output-cap-bytes", "1000"]
+    s = load_settings([*argv, "--user-quota-bytes", "7"], env)
+    assert (s.sandbox_policy.cpus, s.sandbox_policy.memory_bytes) == (1.5, 256 << 20)
+    assert (s.limits.client_cap, s.limits.stop_strays, s.files.quota) == (1000, False, 7)
+
+
+def test_every_option_has_one_flag_one_variable_and_its_help(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "10000")  # no wrapping inside a help text
+    flags = [o.flag for o in OPTIONS.values()]
+    assert len(flags) == len(set(flags)) == len({o.env for o in OPTIONS.values()})
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for option in OPTIONS.values():
+        assert option.flag in out and option.env in out
+        assert " ".join(option.help.split()) in out

@@ -17,7 +17,6 @@ import pytest
 import pytest_asyncio
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
-from server.janitor import Janitor
 from tests.conftest import RunningServer, make_settings, running_server, sandbox_modes
 
 MB = 1 << 20
@@ -292,8 +291,8 @@ async def test_a_tree_nested_thousands_deep_breaks_nothing(server) -> None:
         assert put.status == 201 and deep + "/a.bin" in await names(server, user)
         put = await server.api.call("PUT", files_url(user, f"{deep}/b.bin"), raw=b"b" * FILE_MAX)
         assert error_of(put) == (413, "quota_exceeded")
-        removed = await Janitor(server.state).sweep(
-            now=time.time() + server.settings.file_ttl_seconds
+        removed = await server.state.janitor.sweep(
+            now=time.time() + server.settings.files.ttl_seconds
         )
         assert removed["files"] >= 1
     finally:
@@ -323,8 +322,8 @@ async def test_files_expire_through_the_janitor(server) -> None:
     assert (await server.api.call("PUT", files_url(user, "old.csv"), raw=b"a\n1\n")).status == 201
     r = await server.api.execute(user, "open('made.txt', 'w').write('kernel')")
     assert r["status"] == "ok", r["error"]
-    ttl = server.settings.file_ttl_seconds
-    removed = await Janitor(server.state).sweep(now=time.time() + ttl + 10)
+    ttl = server.settings.files.ttl_seconds
+    removed = await server.state.janitor.sweep(now=time.time() + ttl + 10)
     assert removed["files"] >= 2
     for name in ("old.csv", "made.txt"):
         resp = await server.api.call("GET", files_url(user, name))

@@ -69,17 +69,13 @@ def error_of(resp: HTTPResponse) -> tuple[int, str]:
 
 @pytest_asyncio.fixture
 async def srv(tmp_path: Path) -> AsyncIterator[Server]:
+    limits = FileLimits(max_file_bytes=2 * MB, quota=5 * MB)
     settings = SimpleNamespace(
-        data_dir=tmp_path,
-        max_request_bytes=100_000,
-        file_max_bytes=2 * MB,
-        user_quota_bytes=5 * MB,
-        body_idle_timeout=60,
+        data_dir=tmp_path, max_request_bytes=100_000, files=limits, body_idle_timeout=60
     )
     store = SqliteStore(tmp_path / "db" / "kss.sqlite3")
     await store.open()
     pool = FairPool(2)
-    limits = FileLimits(max_file_bytes=2 * MB, quota=5 * MB)
     files = FileAreas(
         WorkDirs(tmp_path / "files", b"test secret"), tmp_path / "staging", store, pool, limits
     )

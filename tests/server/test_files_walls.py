@@ -30,7 +30,6 @@ from tornado.httpclient import HTTPClientError
 from files.paths import MAX_ENTRIES
 from files.work_dirs import WorkDirs
 from kernels.sandbox import check_sandbox_available
-from server.janitor import Janitor
 from server.keys import server_secret
 from tests.client import Api
 from tests.conftest import KEY, RunningServer, make_settings, running_server
@@ -207,8 +206,8 @@ async def test_expiry_of_25000_files_runs_in_bounded_sweeps_beside_everyone(srv)
     heavy, other = "fw-expire-heavy", "fw-expire-other"
     await asyncio.to_thread(make_files, work_dir(srv, heavy), 25_000)
     assert (await srv.api.call("PUT", files_url(other, "a.csv"), raw=b"a")).status == 201
-    later = time.time() + srv.settings.file_ttl_seconds + 60
-    sweep = asyncio.create_task(Janitor(srv.state).sweep(now=later))
+    later = time.time() + srv.settings.files.ttl_seconds + 60
+    sweep = asyncio.create_task(srv.state.janitor.sweep(now=later))
     try:
         r = await within(srv.api.execute(other, "'still served'"), "an execution during a sweep")
         assert r["result"] == {"text/plain": "'still served'"}, r
@@ -216,7 +215,7 @@ async def test_expiry_of_25000_files_runs_in_bounded_sweeps_beside_everyone(srv)
     finally:
         sweep.cancel()
     assert first["files"] >= MAX_ENTRIES and first["kernels"] == 0
-    second = await within(Janitor(srv.state).sweep(now=later), "a second sweep")
+    second = await within(srv.state.janitor.sweep(now=later), "a second sweep")
     assert second["files"] >= 25_000 - MAX_ENTRIES  # the rest, in the next sweep
     assert not [p for p in work_dir(srv, heavy).iterdir() if p.is_file()]
     listed = await srv.api.call("GET", files_url(heavy))

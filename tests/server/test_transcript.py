@@ -156,14 +156,12 @@ async def test_a_crashed_server_leaves_an_interrupted_cell_and_no_kernels(tmp_pa
 async def test_transcripts_expire_on_their_own_clock(tmp_path):
     import time
 
-    from server.janitor import Janitor
-
     settings = make_settings(tmp_path, pool_size=0)
     async with running_server(settings) as srv:
         await srv.api.execute("old-news", "print('from last week')")
         await srv.api.execute("fresh", "1")
         assert (await srv.api.call("DELETE", "/api/sessions/old-news")).status == 200
-        janitor = Janitor(srv.state)
+        janitor = srv.state.janitor
         # Six days later nothing is gone; eight days later the closed session's transcript
         # and record are, while a session in use (its kernel active) keeps its own.
         srv.state.registry.get("t1", "fresh").last_activity = time.time() + 8 * 86400

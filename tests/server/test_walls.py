@@ -179,7 +179,7 @@ async def test_an_event_flood_is_capped_by_count_and_marked(srv, flood):
     done = events[-1]
     assert done["status"] == "timeout" and done["truncated"] is True
     outputs = [e for e in events if e["type"] in ("display", "clear_output", "stream")]
-    assert len(outputs) <= srv.settings.output_cap_events + 2
+    assert len(outputs) <= srv.settings.limits.max_events + 2
     assert "more than 500 outputs" in outputs[-1]["text"]
     assert server_rss() - before < 100 * MB
     r = await run(srv, "'after'", "flooder")
@@ -398,7 +398,7 @@ async def test_a_writer_that_outlives_its_execution_is_stopped_at_the_quota(srv,
     r = await run(srv, "import os\nos.path.getsize('big.bin')", user)
     assert r["kernel_restarted"] is True
     size = int(r["result"]["text/plain"])
-    assert size < srv.settings.user_quota_bytes + 200 * MB  # stopped, not left running
+    assert size < srv.settings.files.quota + 200 * MB  # stopped, not left running
     r = await run(srv, "os.path.getsize('big.bin')", user)
     assert int(r["result"]["text/plain"]) == size  # nothing writes any more
     await run(srv, "os.remove('big.bin')", user)

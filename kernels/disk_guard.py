@@ -44,7 +44,12 @@ class DiskGuard:
         self.kernel_cpu = kernel_cpu
         self.on_overrun = on_overrun
         self.interval = interval
+        self._last_usage: int | None = None
         self._task = asyncio.get_running_loop().create_task(self._watch(), name=name)
+
+    def rebase(self, used: int) -> None:
+        """What the work dir holds now (an execution starts): growth counts from here."""
+        self._last_usage = used
 
     async def close(self) -> None:
         self._task.cancel()
@@ -53,14 +58,13 @@ class DiskGuard:
 
     async def _watch(self) -> None:
         last_cpu: float | None = None
-        last_usage: int | None = None
         while True:
             await asyncio.sleep(self.interval)
             cpu = self.kernel_cpu()
             if cpu is None:  # no kernel now
-                last_cpu = last_usage = None
+                last_cpu = self._last_usage = None
                 continue
-            if last_cpu is not None and cpu <= last_cpu and last_usage is not None:
+            if last_cpu is not None and cpu <= last_cpu and self._last_usage is not None:
                 continue  # nothing ran, so nothing grew
             last_cpu = cpu
             try:
@@ -70,11 +74,12 @@ class DiskGuard:
                     self.on_overrun(str(exc))
                 else:
                     log.warning("disk check failed: %r", exc)
-                last_usage = None
+                self._last_usage = None
                 continue
-            if last_usage is not None and used > self.area.quota and used > last_usage:
+            last, self._last_usage = self._last_usage, used
+            if last is not None and used > self.area.quota and used > last:
                 self.on_overrun(
                     f"the session's files take {used} bytes, over its quota of "
                     f"{self.area.quota} bytes, and kept growing; delete files to free space"
                 )
-            last_usage = used
+                self._last_usage = None  # what the stopped writer still adds is not news

@@ -15,9 +15,21 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+class EndReason(Enum):
+    """Why a subscription ended, with the WebSocket close code that tells a client."""
+
+    BEHIND = (4000, "subscriber fell behind; reconnect with since=<last seq>")
+    SESSION_CLOSED = (1001, "session closed")
+
+    def __init__(self, code: int, text: str) -> None:
+        self.code = code
+        self.text = text
 
 
 class Subscription:
@@ -28,19 +40,19 @@ class Subscription:
         self._bytes = 0
         self._max_bytes = max_bytes
         self.closed = False
-        self.reason = ""
+        self.reason: EndReason | None = None
 
     def _push(self, encoded: str) -> bool:
         if self.closed:
             return False
         self._bytes += len(encoded)
         if self._bytes > self._max_bytes:
-            self.close("subscriber fell behind; reconnect with since=<last seq>")
+            self.close(EndReason.BEHIND)
             return False
         self._queue.put_nowait(encoded)
         return True
 
-    def close(self, reason: str = "") -> None:
+    def close(self, reason: EndReason) -> None:
         if not self.closed:
             self.closed = True
             self.reason = reason
@@ -123,7 +135,7 @@ class EventLog:
 
     def close(self) -> None:
         for sub in list(self._subscribers):
-            sub.close("session closed")
+            sub.close(EndReason.SESSION_CLOSED)
         self._subscribers.clear()
 
     @property

@@ -22,6 +22,7 @@ from .outputs import (
     error_event,
     event_from_message,
 )
+from .states import CellStatus
 
 # Seconds from an interrupted request's idle status to its missing reply. The reply and the
 # idle status travel on different sockets, so on a loaded machine a reply may trail by
@@ -29,22 +30,22 @@ from .outputs import (
 DROPPED_REPLY_GRACE = 3.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Cell:
     """One finished execution, as clients saw it."""
 
-    id: str
+    id: str  # the client's id of the execution (may repeat)
+    cell_id: str  # the transcript's id of the cell (never repeats)
     code: str
-    status: str
+    status: CellStatus
     execution_count: int | None
     started: float
     duration_ms: float
+    kernel_id: str
     kernel_restarted: bool
     collector: OutputCollector
     first_seq: int
     last_seq: int = 0
-    cell_id: str = ""
-    kernel_id: str = ""
     files: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -53,22 +54,22 @@ class Cell:
         execution: Execution,
         collector: OutputCollector,
         kernel_id: str = "",
-        status: str = "aborted",
+        status: CellStatus = CellStatus.ABORTED,
         first_seq: int = 0,
     ) -> Cell:
         """The cell of an execution that never ran to its end on a kernel."""
         return cls(
-            execution.id,
-            execution.code,
-            status,
-            None,
-            time.time(),
-            0.0,
-            False,
-            collector,
-            first_seq,
+            id=execution.id,
             cell_id=execution.cell_id,
+            code=execution.code,
+            status=status,
+            execution_count=None,
+            started=time.time(),
+            duration_ms=0.0,
             kernel_id=kernel_id,
+            kernel_restarted=False,
+            collector=collector,
+            first_seq=first_seq,
         )
 
     def done_event(self) -> dict[str, Any]:
@@ -124,12 +125,18 @@ class Started:
     started: float
 
 
+class WorkDirSnapshot(Protocol):
+    """The work dir before an execution, to compare with after it."""
+
+    used: int  # every byte it held
+
+
 class FileWatch(Protocol):
     """The session's view of its work dir: what an execution changed, and how full it is."""
 
     quota: int
 
-    async def snapshot(self) -> Any: ...
+    async def snapshot(self) -> WorkDirSnapshot: ...
 
     async def changes(self, before: Any) -> list[dict[str, Any]]:
         """`file` event bodies: name, size, event (created/modified), url."""
@@ -144,6 +151,13 @@ EventSink = Callable[[int, str], None]
 
 
 Publish = Callable[..., int]  # (event, exec_id, members=None) -> seq
+
+
+def emit(publish: Publish, collector: OutputCollector, exec_id: str, event: dict[str, Any]) -> None:
+    """Record `event` in an execution's cell and publish what its caps let through: how every
+    output the server itself adds to an execution (errors above all) is told."""
+    for out in collector.accept(event):
+        publish(out, exec_id)
 
 
 class Run:
@@ -174,12 +188,10 @@ class Run:
         self.lost_iopub = False  # an iopub message was dropped: idle may never come
 
     def emit(self, event: dict[str, Any]) -> None:
-        """Record `event` in the cell and publish what the caps let through."""
-        for out in self.collector.accept(event):
-            self.publish(out, self.exec_id)
+        emit(self.publish, self.collector, self.exec_id, event)
 
     def _dropped(self) -> None:
-        self.reply_status = "error"
+        self.reply_status = CellStatus.ERROR
         self.emit(error_event("KeyboardInterrupt", "interrupted before the code started"))
 
     def request_interrupt(self) -> None:
@@ -208,7 +220,7 @@ class Run:
         """Stop anything still pending for this execution."""
         if self._repeat is not None:
             self._repeat.cancel()
-        if self.reply_status == "error" and self.collector.error is None:
+        if self.reply_status == CellStatus.ERROR and self.collector.error is None:
             # The reply says it failed but no error output came (the kernel could not send
             # it, or it was dropped): the reply's own fields are the error.
             try:
@@ -222,7 +234,7 @@ class Run:
             except MalformedMessage:
                 self.emit(error_event("Error", "the execution failed"))
 
-    async def pump(self, queue: asyncio.Queue[Any]) -> str:
+    async def pump(self, queue: asyncio.Queue[Any]) -> CellStatus:
         while not (self.reply_status and self.idle) and self.exit is None:
             waiting_idle = self.reply_status is not None and self.lost_iopub
             if (self.idle and self.reply_status is None and self.interrupt_pending) or waiting_idle:
@@ -274,7 +286,7 @@ class Run:
                 continue
             for out in sent:
                 self.publish(out, self.exec_id)
-        return self.reply_status or "error"
+        return CellStatus(self.reply_status or CellStatus.ERROR)
 
     def _reply(self, content: Any) -> None:
         if not isinstance(content, dict) or content.get("status") not in REPLY_STATUSES:
@@ -298,7 +310,7 @@ class Run:
         else:
             text = f"a malformed {what} message" + (f" ({why})" if why else "")
         if dropped.channel == "shell":
-            self.reply_status = "error"
+            self.reply_status = CellStatus.ERROR
             self.reply = {"ename": "KernelProtocolError", "evalue": f"the kernel sent {text}"}
             return
         self.lost_iopub = True
@@ -306,7 +318,7 @@ class Run:
             self.emit({"type": "stream", "name": "stderr", "text": f"\n[dropped {text}]\n"})
 
 
-REPLY_STATUSES = frozenset({"ok", "error", "aborted"})
+REPLY_STATUSES = frozenset({CellStatus.OK, CellStatus.ERROR, CellStatus.ABORTED})
 
 
 def _count(value: Any) -> int | None:

@@ -33,16 +33,16 @@ from jupyter_client.session import Session
 from . import zmtp
 from .errors import KernelStartFailed
 from .launcher import KernelSlot, Launcher, stop_processes
+from .outputs import KINDS
 from .storable import clean, may_hold_surrogates
 
 log = logging.getLogger(__name__)
 
 CHANNELS = {"shell": b"DEALER", "iopub": b"SUB", "control": b"DEALER"}
 DELIM = b"<IDS|MSG>"
-# Messages that carry output: the ones an execution's budget counts and may drop.
-OUTPUT_TYPES = frozenset(
-    {"stream", "display_data", "update_display_data", "execute_result", "clear_output"}
-)
+# Messages that carry output: the ones an execution's budget counts and may drop (errors
+# always pass, as they pass the caps).
+OUTPUT_TYPES = frozenset(KINDS) - {"error"}
 REPROBE = 0.05  # seconds between readiness probes once the kernel answers on shell
 DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
 

@@ -16,8 +16,10 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from .execution import emit
 from .kernel import Dropped, Kernel, KernelExit, OutputBudget
 from .outputs import (
     TRUNCATION_MARKER,
@@ -101,10 +103,8 @@ class LateOutput:
             finished = self._finished.get(item.parent)
             if finished is not None and not finished.collector.truncated:
                 cap = finished.collector.client_cap
-                marker = finished.collector.truncate(
-                    TRUNCATION_MARKER.format(what="output", limit=cap)
-                )
-                self._send(finished, [marker])
+                marker = TRUNCATION_MARKER.format(what="output", limit=cap)
+                self._publish_late(finished, finished.collector.truncate(marker), finished.exec_id)
             return
         channel, msg = item
         finished = self._finished.get(msg["parent_header"].get("msg_id", ""))
@@ -115,16 +115,26 @@ class LateOutput:
         except MalformedMessage:
             return
         if event is not None:
-            self._send(finished, finished.collector.accept(event))
+            self._send(finished, event)
 
-    def _send(self, finished: _Finished, events: list[dict[str, Any]]) -> None:
-        for event in events:
-            event["late"] = True
-            self.publish(event, finished.exec_id)
-        if events:
-            finished.pending = True
-            if self._flush is None:
-                self._flush = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._write)
+    def error(self, event: dict[str, Any]) -> None:
+        """An error the server reports about the latest finished execution (its kernel is
+        about to be replaced for what a thread of it did), written to its cell at once."""
+        if self._finished:
+            self._send(next(reversed(self._finished.values())), event)
+            self._write()
+
+    def _send(self, finished: _Finished, event: dict[str, Any]) -> None:
+        emit(partial(self._publish_late, finished), finished.collector, finished.exec_id, event)
+
+    def _publish_late(
+        self, finished: _Finished, event: dict[str, Any], exec_id: str, *_: Any
+    ) -> int:
+        event["late"] = True
+        finished.pending = True
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._write)
+        return self.publish(event, exec_id)
 
     def _write(self) -> None:
         """Append each execution's gathered late outputs to its cell."""

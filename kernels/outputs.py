@@ -8,6 +8,7 @@ updates by `display_id`, as Jupyter applies them) and enforces the two caps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,50 +76,81 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _stream(content: dict[str, Any]) -> Event:
+    name = content.get("name")
+    if name not in ("stdout", "stderr"):
+        raise MalformedMessage("stream name is not stdout or stderr")
+    return {"name": name, "text": _text(content.get("text"), "text")}
+
+
+def _display(content: dict[str, Any]) -> Event:
+    event: Event = {
+        "data": _bundle(content.get("data", {})),
+        "metadata": _mapping(content.get("metadata", {}), "metadata"),
+    }
+    display_id = _mapping(content.get("transient") or {}, "transient").get("display_id")
+    if display_id:
+        event["display_id"] = _text(display_id, "display_id")
+    return event
+
+
+def _result(content: dict[str, Any]) -> Event:
+    return {"execution_count": _count(content.get("execution_count")), **_display(content)}
+
+
+def _error(content: dict[str, Any]) -> Event:
+    return error_event(
+        content.get("ename", ""), content.get("evalue", ""), content.get("traceback", [])
+    )
+
+
+def _clear(content: dict[str, Any]) -> Event:
+    return {"wait": bool(content.get("wait", False))}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of output, in its three vocabularies: the iopub message a kernel sends, the
+    event clients are sent, and the nbformat output a cell keeps (None: it changes outputs
+    rather than adding one)."""
+
+    event: str
+    output: str | None
+    parse: Callable[[dict[str, Any]], Event]  # message content -> event fields, checked
+
+
+# The one table. `event_from_message` reads it forwards, `output_from_event` (and with it
+# the transcript's recovery, which rebuilds cells from stored events) backwards.
+KINDS: dict[str, Kind] = {
+    "stream": Kind("stream", "stream", _stream),
+    "display_data": Kind("display", "display_data", _display),
+    "update_display_data": Kind("display", None, _display),  # replaces one by display_id
+    "execute_result": Kind("result", "execute_result", _result),
+    "error": Kind("error", "error", _error),
+    "clear_output": Kind("clear_output", None, _clear),
+}
+OUTPUT_FIELDS = {
+    "stream": ("name", "text"),
+    "display_data": ("data", "metadata"),
+    "execute_result": ("execution_count", "data", "metadata"),
+    "error": ("ename", "evalue", "traceback"),
+}
+_OUTPUT_OF_EVENT = {k.event: k.output for k in KINDS.values() if k.output is not None}
+
+
 def event_from_message(msg_type: str, content: Any) -> Event | None:
     """Map one iopub message to a client event, or None for messages clients don't see.
 
     The kernel is untrusted: a known message type whose content is off raises
     `MalformedMessage` rather than letting a bad value travel on into events and cells.
     """
-    if msg_type not in _OUTPUT_MESSAGES:
+    kind = KINDS.get(msg_type)
+    if kind is None:
         return None
-    content = _mapping(content, "content")
-    if msg_type == "stream":
-        name = content.get("name")
-        if name not in ("stdout", "stderr"):
-            raise MalformedMessage("stream name is not stdout or stderr")
-        return {"type": "stream", "name": name, "text": _text(content.get("text"), "text")}
-    if msg_type in ("display_data", "update_display_data"):
-        event: Event = {
-            "type": "display",
-            "data": _bundle(content.get("data", {})),
-            "metadata": _mapping(content.get("metadata", {}), "metadata"),
-        }
-        transient = _mapping(content.get("transient") or {}, "transient")
-        display_id = transient.get("display_id")
-        if display_id:
-            event["display_id"] = _text(display_id, "display_id")
-        if msg_type == "update_display_data":
-            event["update"] = True
-        return event
-    if msg_type == "execute_result":
-        return {
-            "type": "result",
-            "execution_count": _count(content.get("execution_count")),
-            "data": _bundle(content.get("data", {})),
-            "metadata": _mapping(content.get("metadata", {}), "metadata"),
-        }
-    if msg_type == "error":
-        return error_event(
-            content.get("ename", ""), content.get("evalue", ""), content.get("traceback", [])
-        )
-    return {"type": "clear_output", "wait": bool(content.get("wait", False))}
-
-
-_OUTPUT_MESSAGES = frozenset(
-    {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output"}
-)
+    event = {"type": kind.event, **kind.parse(_mapping(content, "content"))}
+    if msg_type == "update_display_data":
+        event["update"] = True
+    return event
 
 
 def error_event(ename: Any, evalue: Any, traceback: Any = ()) -> Event:
@@ -138,26 +170,10 @@ def error_event(ename: Any, evalue: Any, traceback: Any = ()) -> Event:
 
 def output_from_event(event: Event) -> Output | None:
     """The nbformat v4 output for an event (None for events that are not outputs)."""
-    kind = event["type"]
-    if kind == "stream":
-        return {"output_type": "stream", "name": event["name"], "text": event["text"]}
-    if kind == "display":
-        return {"output_type": "display_data", "data": event["data"], "metadata": event["metadata"]}
-    if kind == "result":
-        return {
-            "output_type": "execute_result",
-            "execution_count": event["execution_count"],
-            "data": event["data"],
-            "metadata": event["metadata"],
-        }
-    if kind == "error":
-        return {
-            "output_type": "error",
-            "ename": event["ename"],
-            "evalue": event["evalue"],
-            "traceback": event["traceback"],
-        }
-    return None
+    output_type = _OUTPUT_OF_EVENT.get(event["type"])
+    if output_type is None or event.get("update"):
+        return None
+    return {"output_type": output_type, **{k: event[k] for k in OUTPUT_FIELDS[output_type]}}
 
 
 @dataclass
@@ -294,7 +310,7 @@ class OutputCollector:
         elif kind == "result":
             self.result = event["data"]
         elif kind == "error":
-            self.error = {k: event[k] for k in ("ename", "evalue", "traceback")}
+            self.error = {k: event[k] for k in OUTPUT_FIELDS["error"]}
         output = output_from_event(event)
         if output is None:
             return
@@ -313,9 +329,6 @@ class OutputCollector:
         self._clear_pending = False
 
     def _update_display(self, event: Event) -> None:
+        replacement = output_from_event({**event, "update": False})
         for index in self._display_index.get(event.get("display_id", ""), []):
-            self._outputs[index] = {
-                "output_type": "display_data",
-                "data": event["data"],
-                "metadata": event["metadata"],
-            }
+            self._outputs[index] = replacement

@@ -18,7 +18,6 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,38 +32,20 @@ from .execution import (
     Run,
     Started,
     describe_exit,
+    emit,
 )
 from .kernel import Kernel, KernelExit, OutputBudget
 from .late import LateOutput
 from .launcher import cpu_seconds
 from .outputs import Output, OutputCollector, error_event
+from .states import CellStatus, SessionState
 
 if TYPE_CHECKING:
     from .pool import KernelPool
 
-__all__ = [
-    "Cell",
-    "EventSink",
-    "Execution",
-    "KernelSession",
-    "Limits",
-    "NoObserver",
-    "Resume",
-    "SessionObserver",
-    "SessionState",
-    "Started",
-]
+__all__ = ["KernelSession", "Limits", "NoObserver", "Resume", "SessionObserver"]
 
 log = logging.getLogger(__name__)
-
-
-class SessionState(StrEnum):
-    STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
-    RESTARTING = "restarting"
-    DEAD = "dead"
-    CLOSED = "closed"
 
 
 @dataclass(frozen=True)
@@ -423,9 +404,8 @@ class KernelSession:
         if self.kernel is None:
             return
         # Nothing runs: a thread or a process of an earlier execution is writing.
-        if self._last_exec_id is not None:
-            event = error_event("DiskQuotaExceeded", f"{reason}; the kernel was replaced")
-            self._publish({**event, "late": True}, self._last_exec_id)
+        if self._late is not None:
+            self._late.error(error_event("DiskQuotaExceeded", f"{reason}; the kernel was replaced"))
         taken = self._take_kernel(SessionState.RESTARTING, None, kill=True)
         asyncio.get_running_loop().create_task(self._discard(*taken), name="disk-replace")
 
@@ -468,9 +448,8 @@ class KernelSession:
     def _failed(self, execution: Execution, exc: Exception) -> Cell:
         collector = self._collector()
         seq = self.events.last_seq + 1
-        for event in collector.accept(error_event(type(exc).__name__, str(exc))):
-            self._publish(event, execution.id)
-        cell = Cell.aborted(execution, collector, self.last_kernel_id, "error", seq)
+        emit(self._publish, collector, execution.id, error_event(type(exc).__name__, str(exc)))
+        cell = Cell.aborted(execution, collector, self.last_kernel_id, CellStatus.ERROR, seq)
         if self.state is not SessionState.DEAD:
             self._set_state(SessionState.IDLE, execution.id)
         cell.last_seq = self._publish(cell.done_event(), execution.id)
@@ -489,6 +468,8 @@ class KernelSession:
         run = Run(self._publish, execution.id, collector, kernel)
         self._run_state = run
         before = await self.file_watch.snapshot() if self.file_watch else None
+        if before is not None and self._disk is not None:
+            self._disk.rebase(before.used)  # this execution's growth counts from here
         forks_refused = kernel.process_limit_hits()
         msg_id = kernel.execute(execution.code)
         queue = kernel.listen(msg_id, budget)
@@ -499,12 +480,12 @@ class KernelSession:
         status = await self._pump_in_time(run, queue, execution)
         run.finish()
         if run.overrun:  # the disk guard stopped it (or it ended as the guard fired)
-            status = "error"
+            status = CellStatus.ERROR
             run.emit(error_event("DiskQuotaExceeded", run.overrun))
         if kernel is self.kernel and kernel.alive:
             await self._after_execution(kernel, run, forks_refused)
             if run.overrun is None and kernel is not self.kernel:
-                status = "error"  # replaced for its process limit
+                status = CellStatus.ERROR  # replaced for its process limit
         if kernel is self.kernel and kernel.alive and self._late is not None:
             self._late.adopt(msg_id, execution.id, execution.cell_id, collector, budget)
             while not queue.empty():  # what arrived since the pump ended is late output
@@ -513,25 +494,25 @@ class KernelSession:
             kernel.unlisten(msg_id)
         files = await self._announce_files(before, execution.id)
         if run.exit is not None and not run.exit.expected:
-            status = "error"
+            status = CellStatus.ERROR
             run.emit(error_event("KernelDied", describe_exit(run.exit.returncode, run.exit.oom)))
             self._kernel_died(kernel, run.exit, execution.id)
         elif run.exit is not None:
-            status = "aborted"
+            status = CellStatus.ABORTED
         if run.execution_count is not None:
             self.execution_count = run.execution_count
         cell = Cell(
-            execution.id,
-            execution.code,
-            status,
-            run.execution_count,
-            started,
-            (time.perf_counter() - t0) * 1000,
-            restarted,
-            collector,
-            first_seq,
+            id=execution.id,
             cell_id=execution.cell_id,
+            code=execution.code,
+            status=status,
+            execution_count=run.execution_count,
+            started=started,
+            duration_ms=(time.perf_counter() - t0) * 1000,
             kernel_id=kernel.id,
+            kernel_restarted=restarted,
+            collector=collector,
+            first_seq=first_seq,
             files=files,
         )
         self.last_activity = time.time()
@@ -540,7 +521,9 @@ class KernelSession:
         cell.last_seq = self._publish(cell.done_event(), execution.id)
         return cell
 
-    async def _pump_in_time(self, run: Run, queue: asyncio.Queue[Any], execution: Execution) -> str:
+    async def _pump_in_time(
+        self, run: Run, queue: asyncio.Queue[Any], execution: Execution
+    ) -> CellStatus:
         """The execution's pump under its timeout (which the disk guard may bring forward);
         on expiry the kernel is interrupted, and replaced if it ignores that."""
         try:
@@ -560,7 +543,7 @@ class KernelSession:
             log.warning("%r: kernel ignored interrupt after timeout; replacing", self)
             if kernel is self.kernel:
                 await self._drop_kernel(SessionState.RESTARTING, execution.id)
-        return "timeout"
+        return CellStatus.TIMEOUT
 
     async def _after_execution(self, kernel: Kernel, run: Run, forks_refused: int) -> None:
         """Stop what the execution left running; replace a kernel that hit its process

@@ -12,8 +12,8 @@ from typing import Any
 
 from files.area import FileArea, Snapshot
 from files.areas import FileAreas
-from kernels.execution import FileWatch
-from kernels.session import Cell, KernelSession, Resume, Started
+from kernels.execution import Cell, FileWatch, Started
+from kernels.session import KernelSession, Resume
 from transcript.store.base import SessionRecord
 from transcript.transcript import Transcript
 

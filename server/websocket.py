@@ -92,8 +92,8 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
                 await self._write(encoded)
         except tornado.websocket.WebSocketClosedError:
             return
-        if sub.reason and self.ws_connection is not None:
-            self.close(4000 if "behind" in sub.reason else 1001, sub.reason[:120])
+        if sub.reason is not None and self.ws_connection is not None:
+            self.close(sub.reason.code, sub.reason.text)
 
     async def _write(self, encoded: str) -> None:
         try:

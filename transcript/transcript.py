@@ -16,8 +16,10 @@ import time
 from dataclasses import fields, replace
 from typing import Any
 
+from kernels.execution import Cell, Started
 from kernels.outputs import OutputCollector
-from kernels.session import Cell, KernelSession, Resume, Started
+from kernels.session import KernelSession, Resume
+from kernels.states import CellStatus
 from kernels.storable import clean, clean_text
 
 from .store.base import CellRecord, SessionRecord, Store
@@ -70,7 +72,7 @@ class Transcript:
             "code",
             info.code,
             info.started,
-            status="running",
+            status=CellStatus.RUNNING,
             metadata={"started": info.started, "kernel_id": info.kernel_id, "id": info.exec_id},
             first_seq=info.first_seq,
         )
@@ -138,7 +140,7 @@ class Transcript:
                     break
                 collector.accept(event)
             cell.outputs = collector.outputs
-            cell.status = "interrupted"
+            cell.status = CellStatus.INTERRUPTED
         if cells:
             await self.store.put_cells(cells)
             log.warning("recovered %d cells interrupted by a server stop", len(cells))

@@ -2,7 +2,7 @@
 
 import json
 
-from kernels.events import EventLog
+from kernels.events import EndReason, EventLog
 
 
 async def test_seq_increases_and_replay_returns_what_was_missed():
@@ -30,5 +30,5 @@ async def test_slow_subscriber_is_closed_not_buffered_forever():
     sub = log.subscribe()
     for _ in range(20):
         log.publish({"type": "stream", "text": "x" * 50})
-    assert sub.closed and "behind" in sub.reason
+    assert sub.closed and sub.reason is EndReason.BEHIND and sub.reason.code == 4000
     assert log.subscriber_count == 0

@@ -11,7 +11,8 @@ from kernels.errors import CapacityExceeded, KernelStartFailed, SessionClosed
 from kernels.launcher import KernelCommand, LocalLauncher, default_kernel_python
 from kernels.pool import KernelPool
 from kernels.registry import SessionRegistry
-from kernels.session import Limits, SessionState
+from kernels.session import Limits
+from kernels.states import SessionState
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ class CellRecord:
     kind: str  # "code" or "markdown"
     source: str
     created: float
-    status: str = "ok"  # code: running/ok/error/timeout/aborted/interrupted
+    status: str = "ok"  # a code cell's `kernels.states.CellStatus`
     execution_count: int | None = None
     outputs: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)  # started, duration_ms, kernel_id...

@@ -14,6 +14,9 @@ Written against `server.api.ApiHandler` as it is:
   the base's `write_error` as `{"error": {"code", "message"}}` with the status that
   `handlers.DOMAIN_STATUS` gives them.
 
+Multipart bodies go through `server.form_data` (the `multipart` package's push parser; why
+that library is written there): each file part streams into its own upload as it arrives.
+
 Routes (see `file_routes`): `GET/POST /api/sessions/{user}/files`,
 `PUT/GET/DELETE /api/sessions/{user}/files/{name}` (a name may contain `/`).
 """
@@ -39,7 +42,7 @@ from files.area import (
 
 from .api import ApiHandler
 from .errors import error_status
-from .multipart import MultipartError, MultipartParser, PartData, PartStart, boundary_of
+from .form_data import FormDataError, MultipartSegment, file_name, form_parser
 from .protocol import ProtocolError
 
 if TYPE_CHECKING:
@@ -122,8 +125,8 @@ class FilesHandler(FilesBase):
             return
         self._area = self.area(self.path_args[0])
         try:
-            self._parser = MultipartParser(boundary_of(self.request.headers.get("Content-Type")))
-        except MultipartError as exc:
+            self._parser = form_parser(self.request.headers.get("Content-Type"))
+        except FormDataError as exc:
             raise ProtocolError(400, "bad_multipart", str(exc)) from None
         self.request.connection.set_max_body_size(self.body_limit())
 
@@ -134,37 +137,39 @@ class FilesHandler(FilesBase):
         self.write_json({"files": files, "next": page.next, "truncated": page.truncated})
 
     async def body_received(self, chunk: bytes) -> None:  # type: ignore[override]
-        if self._failed or self.request.method != "POST":
-            return
+        if self._failed or self.request.method != "POST" or not chunk:
+            return  # an empty chunk would tell the parser that the body ended
         try:
-            for event in self._parser.feed(chunk):
-                if isinstance(event, PartStart):
+            # Events: a part's headers, its body in pieces, None at its end.
+            for event in self._parser.parse(chunk):
+                if isinstance(event, MultipartSegment):
                     self._current = await self._start_part(event)
                 elif self._current is None:
                     continue  # a plain form field: ignored
-                elif isinstance(event, PartData):
-                    await self._current.awrite(event.data)
-                else:
+                elif event is None:
                     self._current = None
-        except (FileAreaError, MultipartError) as exc:
+                else:
+                    await self._current.awrite(event)
+        except (FileAreaError, FormDataError) as exc:
             self._abort_all()
-            if isinstance(exc, MultipartError):
+            if isinstance(exc, FormDataError):
                 exc = ProtocolError(400, "bad_multipart", str(exc))
             self.fail_now(exc)
 
-    async def _start_part(self, part: PartStart) -> Upload | None:
-        if part.filename is None:
+    async def _start_part(self, part: MultipartSegment) -> Upload | None:
+        name = file_name(part)
+        if name is None:
             return None
-        if part.filename in self._uploads:
-            raise BadFileName(f"{part.filename!r} appears twice in one upload")
-        upload = await self._area.aopen_upload(part.filename)
-        self._uploads[part.filename] = upload
+        if name in self._uploads:
+            raise BadFileName(f"{name!r} appears twice in one upload")
+        upload = await self._area.aopen_upload(name)
+        self._uploads[name] = upload
         return upload
 
     async def post(self, user: str) -> None:
         try:
             self._parser.close()
-        except MultipartError as exc:
+        except FormDataError as exc:
             self._abort_all()
             raise ProtocolError(400, "bad_multipart", str(exc)) from None
         if not self._uploads:

@@ -46,7 +46,6 @@ from files.listing import (
     describe,
     file_info,
     page,
-    stat_file,
 )
 from files.paths import (
     MAX_ENTRIES,
@@ -310,20 +309,6 @@ class FileArea:
             await self.store.put_file_records(t, u, fresh, drop=gone)
         return Listing(infos, next_name, truncated)
 
-    async def ainfo(self, name: str) -> FileInfo:
-        """FileInfo of one file, hashing it if the store has no valid hash."""
-        validate_name(name)
-        st = await self.lane.run(stat_file, self.root, name)
-        records = await self.store.file_records(self.tenant, self.user, [name])
-        infos, fresh, _ = await self.lane.run(
-            describe, self.root, self.ttl_seconds, [(name, st)], records
-        )
-        if fresh:
-            await self.store.put_file_records(self.tenant, self.user, fresh)
-        if not infos:
-            raise FileNotFound(f"no file named {name!r}")
-        return infos[0]
-
     # -- around executions -----------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
@@ -355,25 +340,6 @@ class FileArea:
         work dir holds more than MAX_ENTRIES entries."""
         return self._file_bytes() + self.ledger.total()
 
-    def overrun(self, before: Snapshot) -> str | None:
-        """Why the area is over its quota and its files grew since `before`, else None.
-
-        Code in the kernel can write past the quota that uploads are held to; the session
-        polls this while an execution runs and stops one that keeps filling the disk.
-        Shrinking an area that is over quota (deleting files) is never an overrun.
-        """
-        try:
-            files = self._file_bytes()
-        except QuotaExceeded as exc:  # more entries than a scan may walk
-            return str(exc)
-        used = files + self.ledger.total()
-        if used <= self.quota or files <= before.used:
-            return None
-        return (
-            f"the session's files take {used} bytes, over its quota of {self.quota} bytes; "
-            "delete files to free space"
-        )
-
     async def asnapshot(self) -> Snapshot:
         return await self.lane.run(self.snapshot)
 
@@ -382,9 +348,6 @@ class FileArea:
 
     async def ausage(self) -> int:
         return await self.lane.run(self.usage)
-
-    async def aoverrun(self, before: Snapshot) -> str | None:
-        return await self.lane.run(self.overrun, before)
 
     # -- expiry ----------------------------------------------------------------------------
 

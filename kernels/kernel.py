@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import signal
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +117,6 @@ class Kernel:
         self.session = session
         self.max_message_bytes = max_message_bytes
         self.process: asyncio.subprocess.Process | None = None
-        self.started_at = time.time()
         self.exit: KernelExit | None = None
         self._stopping = False
         self._peers: dict[str, zmtp.ZmtpPeer] = {}
@@ -405,21 +403,6 @@ class Kernel:
         """Message-mode interrupt: a signal to a sandbox wrapper would kill the kernel."""
         if self.alive:
             self.send("control", "interrupt_request", {})
-
-    async def run_silent(self, code: str, timeout: float = 10) -> Message:
-        """Run set-up code without output or history; return the execute_reply content."""
-        msg_id = self.execute(code, silent=True)
-        queue = self.listen(msg_id)
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    item = await queue.get()
-                    if isinstance(item, KernelExit):
-                        raise KernelStartFailed("kernel exited during set-up")
-                    if isinstance(item, tuple) and item[0] == "shell":
-                        return item[1]["content"]
-        finally:
-            self.unlisten(msg_id)
 
     def _on_message(self, channel: str, message: zmtp.Message) -> None:
         """Route one received message to the listener of its parent request.

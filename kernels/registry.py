@@ -50,9 +50,6 @@ class SessionRegistry:
     def list(self, tenant: str) -> list[KernelSession]:
         return [s for (t, _), s in self._sessions.items() if t == tenant]
 
-    def list_all(self) -> list[KernelSession]:
-        return list(self._sessions.values())
-
     def count(self) -> int:
         return len(self._sessions)
 

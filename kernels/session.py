@@ -205,7 +205,6 @@ class KernelSession:
         self.observer: SessionObserver = observer or NoObserver()
         self.file_watch = file_watch = self.observer.file_watch(tenant, user)
         self._late: LateOutput | None = None
-        self._last_exec_id: str | None = None
         self._kernel_lock = asyncio.Lock()
         self._queue: asyncio.Queue[Execution] = asyncio.Queue()
         self._running: Execution | None = None
@@ -437,7 +436,6 @@ class KernelSession:
                 self._running = None
                 self._run_state = None
                 self._run_scope = None
-            self._last_exec_id = execution.id
             if not execution.done.done():
                 execution.done.set_result(cell)
             try:

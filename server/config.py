@@ -113,10 +113,6 @@ class Settings:
         """Largest JSON request body or WebSocket frame: the code plus room for the rest."""
         return self.max_code_bytes * 6 + 65_536  # JSON may escape each byte up to \\uXXXX
 
-    @property
-    def tenants_by_key(self) -> dict[str, str]:
-        return {key: tenant for tenant, key in self.api_keys}
-
 
 PARTS = ("limits", "sandbox_policy", "files")  # the Settings fields that are whole parts
 

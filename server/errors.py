@@ -39,7 +39,6 @@ from .protocol import ProtocolError
 # Descriptors or memory ran out: the server's state, not the request's fault, and passing.
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
 
-DomainError = KernelError | FileAreaError
 DOMAIN_STATUS: dict[type[Exception], int] = {
     BadFileName: 400,
     FileNotFound: 404,  # and FileExpired

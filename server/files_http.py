@@ -4,15 +4,8 @@ arrive) and downloads stream from a private copy of one version in 64 KiB chunks
 large is held whole in memory. All file work runs in the user's lane of the fair file pool
 (`state.files.pool`), never on the default executor.
 
-Written against `server.api.ApiHandler` as it is:
-- `prepare()` authenticates and sets `self.tenant` and `self.content_length`; it answers 413
-  when Content-Length exceeds `self.body_limit()`, which these handlers override per method,
-  and 408 when the body stops arriving; body bytes come to `body_received`;
-- `self.state` is the `AppState`; file areas come from `state.files` (a `FileAreas`);
-  `state.settings` must carry `file_max_bytes`, `user_quota_bytes`;
-- errors are `ProtocolError`s or the file area's domain errors (`KernelError`s), rendered by
-  the base's `write_error` as `{"error": {"code", "message"}}` with the status that
-  `handlers.DOMAIN_STATUS` gives them.
+The body limit is per method (`body_limit`): a file for PUT, the quota for a multipart
+POST. Errors are the file area's domain errors, which `server/errors.py` maps to statuses.
 
 Multipart bodies go through `server.form_data` (the `multipart` package's push parser; why
 that library is written there): each file part streams into its own upload as it arrives.

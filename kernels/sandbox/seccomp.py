@@ -80,7 +80,6 @@ _ARCHES = {
     "x86_64": (0xC000003E, _X86_64),
     "aarch64": (0xC00000B7, _AARCH64),
 }
-BLOCKED = tuple(_X86_64)
 
 _LD_W_ABS = 0x20
 _JEQ_K = 0x15

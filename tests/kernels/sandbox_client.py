@@ -1,6 +1,6 @@
 """Test helper: start a kernel through a launcher and drive it with AsyncKernelClient.
 
-Stands in for the lead's session code at the kernel level: writes an ipc connection file
+Drives a sandboxed kernel without the session layer: writes an ipc connection file
 into a `KernelSlot`, starts the launcher, runs code and collects iopub output until idle.
 """
 

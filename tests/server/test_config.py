@@ -16,7 +16,7 @@ def test_env_then_flags(tmp_path):
     }
     s = load_settings([], env)
     assert (s.port, s.pool_size) == (9000, 5)
-    assert s.tenants_by_key == {"key-aaaaaaaa": "a", "key-bbbbbbbb": "b"}
+    assert s.api_keys == (("a", "key-aaaaaaaa"), ("b", "key-bbbbbbbb"))
     s = load_settings(["--port", "9001", "--api-key", "c=key-cccccccc", "--no-sandbox"], env)
     assert s.port == 9001 and s.api_keys == (("c", "key-cccccccc"),) and s.sandbox == "off"
     assert s.data_dir == Path(tmp_path).resolve()

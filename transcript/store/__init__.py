@@ -1,5 +1,2 @@
-"""Session metadata storage: a `Store` protocol, SQLite by default, MongoDB optionally."""
-
-from .base import CellRecord, SessionRecord, Store
-
-__all__ = ["CellRecord", "SessionRecord", "Store"]
+"""Where transcripts and session records are kept: the `Store` protocol (`base.py`) and its
+backends; SQLite (`sqlite.py`) is the embedded default."""

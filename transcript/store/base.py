@@ -1,4 +1,6 @@
-"""The `Store` protocol every storage backend implements (one shared contract test suite)."""
+"""The `Store` protocol every storage backend implements, and the records it keeps.
+
+`tests/transcript/store/` holds the contract suite every backend passes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The sandbox, attacked from inside real sandboxed kernels (kernels/sandbox.py).
+"""The sandbox, attacked from inside real sandboxed kernels (kernels/sandbox/launcher.py).
 
 Every test runs bubblewrap for real. Without it (or without user namespaces) each test
 FAILS with the reason; set KSS_TEST_ALLOW_NO_SANDBOX=1 to skip them instead (only for
@@ -35,11 +35,11 @@ from kernels.sandbox import (
     mounts,
     state_dir,
 )
-from tests.kernels.sandbox_client import RunningKernel, start_kernel
+from tests.kernels.sandbox.kernel_client import RunningKernel, start_kernel
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 POLICY = SandboxPolicy(
     uid_first=2_090_000,
     uid_last=2_090_099,
@@ -541,7 +541,7 @@ import asyncio, json, os, socket, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from kernels.sandbox import make_launcher, cleanup_leftovers
-from tests.kernels.sandbox_client import start_kernel
+from tests.kernels.sandbox.kernel_client import start_kernel
 
 async def main():
     root, work = Path(sys.argv[2]), Path(sys.argv[3])

@@ -5,8 +5,6 @@ import asyncio
 import pytest
 
 from kernels.boot_gate import BACKGROUND, URGENT, BootGate
-from kernels.launcher import KernelCommand, LocalLauncher, default_kernel_python
-from kernels.pool import KernelPool
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -87,36 +85,3 @@ async def test_a_cancelled_waiter_gives_its_turn_on() -> None:
         async with gate.slot():
             assert gate.running == 1
     assert gate.running == 0
-
-
-async def test_pool_starts_no_more_than_its_limit_at_once(tmp_path, monkeypatch) -> None:
-    """Three users arrive together at a pool with no spares and room for one start."""
-    from kernels import pool as pool_module
-
-    starting = 0
-    most = 0
-    real_start = pool_module.Kernel.start
-
-    async def counted_start(*args, **kwargs):
-        nonlocal starting, most
-        starting += 1
-        most = max(most, starting)
-        try:
-            return await real_start(*args, **kwargs)
-        finally:
-            starting -= 1
-
-    monkeypatch.setattr(pool_module.Kernel, "start", counted_start)
-    launcher = LocalLauncher(KernelCommand(default_kernel_python()))
-    pool = KernelPool(launcher, tmp_path / "run", warm_size=0, max_starting=1)
-    await pool.start()
-    try:
-        dirs = [tmp_path / f"w{i}" for i in range(3)]
-        for d in dirs:
-            d.mkdir()
-        kernels = await asyncio.gather(*(pool.take(d) for d in dirs))
-        assert most == 1 and len({k.id for k in kernels}) == 3
-        for kernel in kernels:
-            assert kernel.alive
-    finally:
-        await pool.close()

@@ -34,7 +34,7 @@ from server.janitor import Janitor
 from server.keys import server_secret
 from tests.client import Api
 from tests.conftest import KEY, RunningServer, make_settings, running_server
-from tests.server.test_shutdown import start_server_process
+from tests.server.server_process import start_server_process
 
 MB = 1 << 20
 QUOTA, FILE_MAX = 8 * MB, 4 * MB

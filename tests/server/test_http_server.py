@@ -21,7 +21,7 @@ from server.config import Settings
 from server.http_server import default_max_connections
 from tests.client import Api
 from tests.conftest import KEY, KEY2, RunningServer, free_port, make_settings, running_server
-from tests.server.test_shutdown import wait_healthy
+from tests.server.server_process import wait_healthy
 
 ATTACKER = "127.0.0.2"  # loopback answers on all of 127/8: a second client address
 PER_ADDRESS = 20

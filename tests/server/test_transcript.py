@@ -8,7 +8,7 @@ import nbformat
 import psutil
 
 from tests.conftest import make_settings, running_server
-from tests.server.test_shutdown import start_server_process
+from tests.server.server_process import start_server_process
 
 
 def notebook_of(resp):

@@ -417,7 +417,7 @@ async def test_kernel_restarted_is_true_after_the_session_was_deleted(srv):
 
 
 async def test_kernel_restarted_is_true_after_a_server_restart(tmp_path):
-    from tests.server.test_shutdown import start_server_process
+    from tests.server.server_process import start_server_process
 
     proc, api = await start_server_process(tmp_path, pool_size=0)
     try:

@@ -4,7 +4,6 @@ keeps changing, and directories swapped or removed under an upload."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import threading
@@ -15,6 +14,7 @@ import pytest
 from files.area import FileArea, FileBusy, FileTooLarge, QuotaExceeded
 from files.areas import FileAreas
 from tests.files.helpers import BLOCK, GOOD, entries, names, upload
+from tests.polling import until
 
 
 @pytest.mark.parametrize("name", GOOD)
@@ -196,7 +196,7 @@ async def test_uploads_from_threads_never_expose_partial_files(area: FileArea) -
     try:
         for v in versions[1:]:
             await upload(area, "data.bin", v, chunk=4096)
-            await asyncio.sleep(0.1)
+            await until(lambda v=v: v in seen)  # the reader got this version whole
     finally:
         stop.set()
         reader.join()

@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from kernels.boot_gate import BACKGROUND, URGENT, BootGate
+from tests.polling import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -30,8 +31,8 @@ async def test_at_most_limit_holders_and_urgent_first() -> None:
     later = [asyncio.create_task(hold("refill", BACKGROUND))]
     await asyncio.sleep(0)
     later += [asyncio.create_task(hold(f"user-{i}", URGENT)) for i in range(2)]
-    await asyncio.sleep(0.01)
-    assert order == ["first-0", "first-1"] and gate.waiting == 3
+    await until(lambda: gate.waiting == 3)
+    assert order == ["first-0", "first-1"]
     release.set()
     await asyncio.gather(*first, *later)
     assert most == 2
@@ -52,10 +53,10 @@ async def test_background_waits_while_a_session_start_runs() -> None:
     user = asyncio.create_task(hold("user", URGENT))
     await asyncio.sleep(0)
     refill = asyncio.create_task(hold("refill", BACKGROUND))
-    await asyncio.sleep(0.01)
+    await until(lambda: gate.waiting == 1)
     assert entered == ["user"] and gate.running == 1  # two slots free, yet the refill waits
     late = asyncio.create_task(hold("late user", URGENT))
-    await asyncio.sleep(0.01)
+    await until(lambda: len(entered) == 2)
     assert entered == ["user", "late user"]  # a waiting refill does not hold a user back
     done.set()
     await asyncio.gather(user, refill, late)

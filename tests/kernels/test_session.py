@@ -55,8 +55,8 @@ async def test_executions_run_in_order_and_say_where_they_wait(make_session: Mak
     session = make_session()
     await session.ensure_kernel()
     assert session.state is SessionState.IDLE
-    first = session.submit("import time; time.sleep(0.3); 'first'", exec_id="a")
-    second = session.submit("'second'", exec_id="b")
+    first = session.submit("'first'", exec_id="a")
+    second = session.submit("'second'", exec_id="b")  # submitted while a has not begun
     third = session.submit("'third'", exec_id="c")
     cells = [await e.done for e in (first, second, third)]
     assert [c.collector.result for c in cells] == [

@@ -36,6 +36,7 @@ from kernels.sandbox import (
     state_dir,
 )
 from tests.kernels.sandbox.kernel_client import RunningKernel, start_kernel
+from tests.polling import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -362,11 +363,16 @@ async def test_signals_cannot_leave_the_sandbox(probe: RunningKernel) -> None:
         sleeper.wait()
 
 
-async def test_interrupt_in_message_mode(probe: RunningKernel) -> None:
-    msg_id_task = asyncio.ensure_future(probe.execute("import time; time.sleep(30)", timeout=20))
-    await asyncio.sleep(1.0)
-    probe.client.control_channel.send(probe.client.session.msg("interrupt_request", {}))
-    res = await msg_id_task
+async def test_interrupt_in_message_mode(probe: RunningKernel, host_dirs: dict) -> None:
+    started = host_dirs["work-a"] / "sleeping"  # the code says when it runs (/mnt/data)
+    code = "open('sleeping', 'w').close()\nimport time; time.sleep(30)"
+    msg_id_task = asyncio.ensure_future(probe.execute(code, timeout=20))
+    try:
+        await until(started.exists)  # sent earlier, an interrupt would hit an idle kernel
+        probe.client.control_channel.send(probe.client.session.msg("interrupt_request", {}))
+        res = await msg_id_task
+    finally:
+        started.unlink(missing_ok=True)
     assert res.status == "error" and res.error is not None and "KeyboardInterrupt" in res.error
 
 

@@ -6,7 +6,7 @@ the janitor expires old files.
 
 The file-system work is plain blocking code (the methods without an `a`), raising domain
 errors. asyncio callers use the `a*` methods: they run that work in the user's lane of the
-server's fair file pool (kernels/file_pool.py), so that work proportional to one user's files
+server's fair file pool (files/pool.py), so that work proportional to one user's files
 never holds up another user, and keep what the file system cannot tell (origin, cached
 sha256, names expiry removed) in the store, one batch per call: a listing reads the records
 of one page and writes back what it hashed.

@@ -1,5 +1,5 @@
 """Moving bytes in and out of a file area: `Upload` (streamed, quota-checked, atomic) and
-`Download` (one complete version of a file). `FileArea` creates both; see kernels/files.py.
+`Download` (one complete version of a file). `FileArea` creates both; see files/area.py.
 
 An upload is received into the server's staging dir (under the data dir, on the same file
 system as the work dirs, never visible to a kernel) and renamed into place on commit, so a

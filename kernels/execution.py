@@ -108,6 +108,7 @@ class Execution:
     code: str
     timeout: float
     cell_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # client ids may repeat
+    interrupt_requested: bool = False  # interrupted before it reached its kernel
     done: asyncio.Future[Cell] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )

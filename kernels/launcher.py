@@ -2,7 +2,7 @@
 
 A `Launcher` turns a `KernelSlot` (the host paths one kernel needs) into a running process.
 `LocalLauncher` runs ipykernel directly as the server's user; the sandbox launcher in
-`kernels/sandbox.py` wraps the same command in bubblewrap. Session code never knows which.
+`kernels/sandbox/` wraps the same command in bubblewrap. Session code never knows which.
 """
 
 from __future__ import annotations

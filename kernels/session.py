@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -206,7 +207,8 @@ class KernelSession:
         self.file_watch = file_watch = self.observer.file_watch(tenant, user)
         self._late: LateOutput | None = None
         self._kernel_lock = asyncio.Lock()
-        self._queue: asyncio.Queue[Execution] = asyncio.Queue()
+        self._waiting: deque[Execution] = deque()  # queued, in arrival order
+        self._arrived = asyncio.Event()
         self._running: Execution | None = None
         self._run_state: Run | None = None
         self._run_scope: asyncio.Timeout | None = None
@@ -234,13 +236,13 @@ class KernelSession:
             "created": self.created,
             "last_activity": self.last_activity,
             "execution_count": self.execution_count,
-            "queued": self._queue.qsize(),
+            "queued": len(self._waiting),
             "connections": self.events.subscriber_count,
         }
 
     @property
     def busy(self) -> bool:
-        return self._running is not None or not self._queue.empty()
+        return self._running is not None or bool(self._waiting)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -272,14 +274,15 @@ class KernelSession:
         """Queue `code`; the returned execution's `done` resolves with its `Cell`."""
         if self.state is SessionState.CLOSED:
             raise SessionClosed("session is closed")
-        if self._queue.qsize() >= self.limits.max_queue:
+        if len(self._waiting) >= self.limits.max_queue:
             raise QueueFull(f"{self.limits.max_queue} executions are already queued")
         timeout = self.limits.default_timeout if timeout is None else timeout
         execution = Execution(
             exec_id or uuid.uuid4().hex, code, min(timeout, self.limits.max_timeout)
         )
-        position = self._queue.qsize() + (1 if self._running else 0)
-        self._queue.put_nowait(execution)
+        position = len(self._waiting) + (1 if self._running else 0)
+        self._waiting.append(execution)
+        self._arrived.set()
         if position:
             self._publish({"type": "queued", "position": position}, execution.id)
         return execution
@@ -294,10 +297,16 @@ class KernelSession:
         An interrupt that arrives before the kernel has begun the code is held until it
         has (`execute_input`): sent earlier, it would hit an idle kernel and be lost.
         """
-        run = self._run_state
-        if self._running is None or self.kernel is None or run is None:
+        execution = self._running
+        if execution is None and self._waiting:
+            execution = self._waiting[0]  # submitted, not yet taken by the worker
+        if execution is None:
             return False
-        run.request_interrupt()
+        run = self._run_state
+        if run is not None and execution is self._running:
+            run.request_interrupt()
+        else:  # it has not reached its kernel yet: its run takes the interrupt on
+            execution.interrupt_requested = True
         return True
 
     async def restart(self) -> None:
@@ -316,8 +325,8 @@ class KernelSession:
             await self._worker
         if self._disk is not None:
             await self._disk.close()
-        while not self._queue.empty():
-            pending.append(self._queue.get_nowait())
+        pending += self._waiting
+        self._waiting.clear()
         for execution in pending:
             if not execution.done.done():
                 execution.done.set_result(
@@ -423,7 +432,10 @@ class KernelSession:
 
     async def _work(self) -> None:
         while True:
-            execution = await self._queue.get()
+            while not self._waiting:
+                self._arrived.clear()
+                await self._arrived.wait()
+            execution = self._waiting.popleft()
             self._running = execution
             try:
                 cell = await self._run(execution)
@@ -464,6 +476,8 @@ class KernelSession:
         first_seq = self.events.last_seq + 1
         self._set_state(SessionState.BUSY, execution.id)
         run = Run(self._publish, execution.id, collector, kernel)
+        if execution.interrupt_requested:
+            run.request_interrupt()
         self._run_state = run
         before = await self.file_watch.snapshot() if self.file_watch else None
         if before is not None and self._disk is not None:
@@ -514,7 +528,7 @@ class KernelSession:
             files=files,
         )
         self.last_activity = time.time()
-        if self.kernel is not None and self.kernel.alive and self._queue.empty():
+        if self.kernel is not None and self.kernel.alive and not self._waiting:
             self._set_state(SessionState.IDLE, execution.id)
         cell.last_seq = self._publish(cell.done_event(), execution.id)
         return cell

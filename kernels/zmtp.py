@@ -187,9 +187,10 @@ class ZmtpPeer(asyncio.Protocol):
             self._command(body)
             return True
         more = bool(flags & MORE)
-        self._size += size
-        if len(self._frames) >= MAX_FRAMES or self._size > self.max_message_bytes:
+        # Counted once, when the frame is taken: a frame still arriving is looked at again.
+        if len(self._frames) >= MAX_FRAMES or self._size + size > self.max_message_bytes:
             # Too large: count the frame and discard its bytes as they come.
+            self._size += size
             self._dropped += size
             have = min(size, len(buf) - start)
             del buf[: start + have]
@@ -204,6 +205,7 @@ class ZmtpPeer(asyncio.Protocol):
             return True
         if len(buf) < start + size:
             return False
+        self._size += size
         self._frames.append(bytes(buf[start : start + size]))
         del buf[: start + size]
         if not more:

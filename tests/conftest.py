@@ -1,4 +1,6 @@
-"""Fixtures that start real things (kernels, a server on a free port) and tear them down."""
+"""A real server on a free port for the tests: its settings, starting and stopping it, and
+the sandbox modes this machine can run. The suites' fixtures build on these
+(tests/server/conftest.py, tests/client/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-
-import pytest
-import pytest_asyncio
 
 from server.app import lifespan, make_app
 from server.config import Settings, finalize, with_options
@@ -81,21 +80,3 @@ def sandbox_modes() -> list[str]:
         f"the sandbox is unavailable here ({reason}); `make test` installs bubblewrap. "
         "Set KSS_TEST_ALLOW_NO_SANDBOX=1 to run the suites without it."
     )
-
-
-@pytest_asyncio.fixture(scope="module", params=sandbox_modes(), ids=lambda m: f"sandbox-{m}")
-async def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[RunningServer]:
-    settings = make_settings(tmp_path_factory.mktemp("data"), sandbox=request.param)
-    async with running_server(settings) as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _close_test_sockets(request: pytest.FixtureRequest) -> Any:
-    yield
-    if "server" in request.fixturenames:
-        srv = request.getfixturevalue("server")
-        srv.api.close_sockets()
-        srv.api2.close_sockets()

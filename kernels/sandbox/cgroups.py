@@ -238,18 +238,18 @@ class CgroupTree:
         return KernelCgroup(paths)
 
     def remove_leftovers(self) -> int:
-        """Kill and remove every kernel group of a previous run of this instance."""
-        stale = [
-            child
-            for h in self.hierarchies.values()
-            for child in (h.mount / self.relative).iterdir()
-            if child.is_dir()
-        ]
+        """Kill and remove every kernel group of a previous run of this instance; how many
+        kernels had groups (one kernel has a group in each hierarchy)."""
+        tops = {h.mount / self.relative for h in self.hierarchies.values()}  # v2 shares one
+        stale = []
+        for top in tops:
+            with contextlib.suppress(FileNotFoundError):
+                stale += [child for child in top.iterdir() if child.is_dir()]
         remove_group_dirs(stale)
-        for h in self.hierarchies.values():
+        for top in tops:
             with contextlib.suppress(OSError):
-                (h.mount / self.relative).rmdir()
-        return len(stale)
+                top.rmdir()
+        return len({child.name for child in stale})
 
 
 def _set_memory(path: Path, version: int, limit: int) -> None:

@@ -5,8 +5,7 @@ import asyncio
 import pytest
 
 from kernels.boot_gate import BACKGROUND, URGENT, BootGate
-from kernels.launcher import KernelCommand, LocalLauncher, default_kernel_python
-from kernels.pool import KernelPool
+from tests.polling import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -32,8 +31,8 @@ async def test_at_most_limit_holders_and_urgent_first() -> None:
     later = [asyncio.create_task(hold("refill", BACKGROUND))]
     await asyncio.sleep(0)
     later += [asyncio.create_task(hold(f"user-{i}", URGENT)) for i in range(2)]
-    await asyncio.sleep(0.01)
-    assert order == ["first-0", "first-1"] and gate.waiting == 3
+    await until(lambda: gate.waiting == 3)
+    assert order == ["first-0", "first-1"]
     release.set()
     await asyncio.gather(*first, *later)
     assert most == 2
@@ -54,10 +53,10 @@ async def test_background_waits_while_a_session_start_runs() -> None:
     user = asyncio.create_task(hold("user", URGENT))
     await asyncio.sleep(0)
     refill = asyncio.create_task(hold("refill", BACKGROUND))
-    await asyncio.sleep(0.01)
+    await until(lambda: gate.waiting == 1)
     assert entered == ["user"] and gate.running == 1  # two slots free, yet the refill waits
     late = asyncio.create_task(hold("late user", URGENT))
-    await asyncio.sleep(0.01)
+    await until(lambda: len(entered) == 2)
     assert entered == ["user", "late user"]  # a waiting refill does not hold a user back
     done.set()
     await asyncio.gather(user, refill, late)
@@ -87,36 +86,3 @@ async def test_a_cancelled_waiter_gives_its_turn_on() -> None:
         async with gate.slot():
             assert gate.running == 1
     assert gate.running == 0
-
-
-async def test_pool_starts_no_more_than_its_limit_at_once(tmp_path, monkeypatch) -> None:
-    """Three users arrive together at a pool with no spares and room for one start."""
-    from kernels import pool as pool_module
-
-    starting = 0
-    most = 0
-    real_start = pool_module.Kernel.start
-
-    async def counted_start(*args, **kwargs):
-        nonlocal starting, most
-        starting += 1
-        most = max(most, starting)
-        try:
-            return await real_start(*args, **kwargs)
-        finally:
-            starting -= 1
-
-    monkeypatch.setattr(pool_module.Kernel, "start", counted_start)
-    launcher = LocalLauncher(KernelCommand(default_kernel_python()))
-    pool = KernelPool(launcher, tmp_path / "run", warm_size=0, max_starting=1)
-    await pool.start()
-    try:
-        dirs = [tmp_path / f"w{i}" for i in range(3)]
-        for d in dirs:
-            d.mkdir()
-        kernels = await asyncio.gather(*(pool.take(d) for d in dirs))
-        assert most == 1 and len({k.id for k in kernels}) == 3
-        for kernel in kernels:
-            assert kernel.alive
-    finally:
-        await pool.close()

@@ -4,6 +4,7 @@ import asyncio
 
 from kernels.execution import Run
 from kernels.outputs import OutputCollector
+from tests.polling import until
 
 
 class Recorder:
@@ -58,8 +59,7 @@ async def test_an_interrupt_waits_for_execute_input():
     )
     assert rec.interrupts == 0  # not begun: holding it
     pump = asyncio.ensure_future(run.pump(queue))
-    await asyncio.sleep(0.05)
-    assert rec.interrupts == 1
+    await until(lambda: rec.interrupts == 1)  # sent once the kernel began the code
     pump.cancel()
     run.finish()
 

@@ -1,139 +1,156 @@
-"""Sessions, the pool and the registry with real kernels, without the web layer."""
+"""KernelSession with real kernels from a pool: the queue, timeouts, interrupts, restarts,
+a kernel's death, and closing with work queued."""
 
-import asyncio
-import os
-import time
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
-from kernels.errors import CapacityExceeded, KernelStartFailed, SessionClosed
-from kernels.launcher import KernelCommand, LocalLauncher, default_kernel_python
+from kernels.errors import QueueFull, SessionClosed
 from kernels.pool import KernelPool
-from kernels.registry import SessionRegistry
-from kernels.session import Limits
+from kernels.session import KernelSession, Limits
 from kernels.states import SessionState
+from tests.kernels.driving import local_launcher
+from tests.polling import until
+
+LIMITS = Limits(default_timeout=20, interrupt_grace=2)
+MakeSession = Callable[..., KernelSession]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def pool(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KernelPool]:
+    p = KernelPool(local_launcher(), tmp_path_factory.mktemp("run"), warm_size=1)
+    await p.start()
+    yield p
+    await p.close()
+    assert p.status()["live"] == 0
 
 
 @pytest.fixture
-async def registry(tmp_path):
-    pool = KernelPool(
-        LocalLauncher(KernelCommand(default_kernel_python())), tmp_path / "run", warm_size=1
+async def make_session(pool: KernelPool, tmp_path: Path) -> AsyncIterator[MakeSession]:
+    """Sessions of tenant `t` on the module's pool (the registry's job in the server),
+    closed after the test."""
+    made: list[KernelSession] = []
+
+    def make(user: str = "u", limits: Limits = LIMITS) -> KernelSession:
+        work = tmp_path / user
+        work.mkdir(exist_ok=True)
+        session = KernelSession("t", user, work, pool, limits)
+        made.append(session)
+        return session
+
+    yield make
+    for session in made:
+        await session.close()
+
+
+def events_of(session: KernelSession, since: int = 0) -> list[dict]:
+    return [json.loads(raw) for raw in session.events.replay(since)]
+
+
+async def test_executions_run_in_order_and_say_where_they_wait(make_session: MakeSession):
+    session = make_session()
+    await session.ensure_kernel()
+    assert session.state is SessionState.IDLE
+    first = session.submit("'first'", exec_id="a")
+    second = session.submit("'second'", exec_id="b")  # submitted while a has not begun
+    third = session.submit("'third'", exec_id="c")
+    cells = [await e.done for e in (first, second, third)]
+    assert [c.collector.result for c in cells] == [
+        {"text/plain": "'first'"},
+        {"text/plain": "'second'"},
+        {"text/plain": "'third'"},
+    ]
+    assert [c.execution_count for c in cells] == [1, 2, 3] and session.execution_count == 3
+    queued = [(e["id"], e["position"]) for e in events_of(session) if e["type"] == "queued"]
+    assert queued == [("b", 1), ("c", 2)]
+    assert [e["id"] for e in events_of(session) if e["type"] == "done"] == ["a", "b", "c"]
+    assert not any(c.kernel_restarted for c in cells)
+    info = session.info()
+    assert (info["user"], info["state"], info["queued"], info["execution_count"]) == (
+        "u",
+        "idle",
+        0,
+        3,
     )
-    await pool.start()
-    reg = SessionRegistry(
-        pool, Limits(default_timeout=20), lambda t, u: tmp_path / "w" / t / u, max_sessions=2
-    )
-    yield reg
-    await reg.close_all()
-    await pool.close()
-    assert pool.status()["live"] == 0
 
 
-async def test_claimed_warm_kernel_works_in_the_users_dir(registry, tmp_path):
-    await registry.pool.wait_warm()
-    warm_id = registry.pool._warm[0].id
-    session, created = await registry.ensure("t", "u")
-    assert created and session.kernel.id == warm_id  # the warm spare was claimed
-    cell = await session.submit("import os; os.getcwd()").done
-    assert cell.collector.result == {"text/plain": repr(str(tmp_path / "w" / "t" / "u"))}
-    await registry.pool.wait_warm()  # refilled in the background
+async def test_a_full_queue_refuses_more(make_session: MakeSession):
+    session = make_session(limits=Limits(default_timeout=20, max_queue=2))
+    session.submit("1")
+    session.submit("2")  # nothing ran yet: both wait
+    with pytest.raises(QueueFull, match="2 executions"):
+        session.submit("3")
 
 
-async def test_concurrent_ensure_creates_one_session(registry):
-    results = await asyncio.gather(*(registry.ensure("t", "same") for _ in range(5)))
-    assert len({id(s) for s, _ in results}) == 1
-    assert sum(created for _, created in results) == 1
+async def test_a_timeout_interrupts_and_the_kernel_keeps_its_state(make_session: MakeSession):
+    session = make_session()
+    await session.submit("x = 41").done
+    cell = await session.submit("import time; time.sleep(30)", timeout=1).done
+    assert cell.status == "timeout"
+    after = await session.submit("x + 1").done
+    assert after.collector.result == {"text/plain": "42"} and not after.kernel_restarted
 
 
-async def test_at_capacity_the_least_recently_used_idle_session_is_reclaimed(registry):
-    a, _ = await registry.ensure("t", "a")
-    b, _ = await registry.ensure("t", "b")
-    await a.submit("1").done  # a is now the more recently used
-    _, created = await registry.ensure("t", "c")
-    assert created and registry.find("t", "b") is None and b.state is SessionState.CLOSED
-    assert registry.find("t", "a") is a
+async def test_an_interrupt_stops_the_running_execution(make_session: MakeSession):
+    session = make_session()
+    await session.ensure_kernel()
+    assert session.interrupt() is False  # nothing runs
+    running = session.submit("import time; time.sleep(30)")
+    await until(session.interrupt)  # True once it runs; held until the kernel began it
+    cell = await running.done
+    assert cell.status == "error" and cell.collector.error is not None
+    assert cell.collector.error["ename"] == "KeyboardInterrupt"
+    assert session.state is SessionState.IDLE
 
 
-async def test_capacity_is_enforced_when_every_session_is_busy(registry):
-    a, _ = await registry.ensure("t", "a")
-    b, _ = await registry.ensure("u", "b")
-    running = [s.submit("import time; time.sleep(30)") for s in (a, b)]
-    with pytest.raises(CapacityExceeded, match="all of them are busy"):
-        await registry.ensure("t", "c")
-    for s in (a, b):
-        s.interrupt()
-    for execution in running:
-        await execution.done
+async def test_a_kernel_that_dies_is_reported_and_the_next_execution_gets_a_new_one(
+    make_session: MakeSession,
+):
+    session = make_session()
+    await session.submit("x = 1").done
+    died = await session.submit("import os; os._exit(3)").done
+    assert died.status == "error" and died.collector.error is not None
+    assert died.collector.error["ename"] == "KernelDied"
+    assert session.state is SessionState.DEAD
+    after = await session.submit("'x' in dir()").done
+    assert after.collector.result == {"text/plain": "False"} and after.kernel_restarted
+    assert after.kernel_id != died.kernel_id and session.state is SessionState.IDLE
 
 
-async def test_one_tenant_cannot_take_every_slot(tmp_path):
-    pool = KernelPool(
-        LocalLauncher(KernelCommand(default_kernel_python())), tmp_path / "run", warm_size=0
-    )
-    await pool.start()
-    reg = SessionRegistry(
-        pool,
-        Limits(default_timeout=20),
-        lambda t, u: tmp_path / "w" / t / u,
-        max_sessions=3,
-        max_sessions_per_tenant=2,
-    )
-    try:
-        first, _ = await reg.ensure("greedy", "1")
-        await reg.ensure("greedy", "2")
-        await reg.ensure("greedy", "3")  # the tenant's own LRU session makes room
-        assert first.state is SessionState.CLOSED
-        assert len(reg.list("greedy")) == 2
-        await reg.ensure("polite", "x")  # a free slot: nobody is reclaimed
-        assert len(reg.list("greedy")) == 2 and len(reg.list("polite")) == 1
-    finally:
-        await reg.close_all()
-        await pool.close()
+async def test_restart_aborts_the_running_execution(make_session: MakeSession):
+    session = make_session()
+    running = session.submit("import time; time.sleep(30)")
+    await until(lambda: session.state is SessionState.BUSY)
+    await session.restart()
+    cell = await running.done
+    assert cell.status == "aborted"
+    after = await session.submit("1").done
+    assert after.status == "ok" and after.kernel_restarted
 
 
-async def test_idle_sessions_are_culled_busy_ones_are_not(registry):
-    idle, _ = await registry.ensure("t", "idle")
-    busy, _ = await registry.ensure("t", "busy")
-    busy.submit("import time; time.sleep(2)")
-    await asyncio.sleep(0.2)
-    culled = await registry.cull_idle(idle_seconds=60, now=time.time() + 3600)
-    assert culled == [("t", "idle")]
-    assert idle.state is SessionState.CLOSED and busy.state is SessionState.BUSY
-
-
-async def test_close_fails_queued_executions(registry):
-    session, _ = await registry.ensure("t", "closing")
+async def test_close_fails_queued_executions(make_session: MakeSession):
+    session = make_session("closing")
     running = session.submit("import time; time.sleep(10)")
     queued = session.submit("1")
-    await asyncio.sleep(0.2)
-    await registry.close("t", "closing")
+    await until(lambda: session.state is SessionState.BUSY)  # the first one runs
+    await session.close()
     for execution in (running, queued):
         assert (await execution.done).status == "aborted"
     with pytest.raises(SessionClosed):
         session.submit("1")
+    assert session.state is SessionState.CLOSED and session.kernel is None
 
 
-async def test_a_kernel_that_cannot_start_fails_cleanly(tmp_path):
-    launcher = LocalLauncher(KernelCommand("/bin/false"))
-    pool = KernelPool(launcher, tmp_path / "run", warm_size=0, start_timeout=5)
-    await pool.start()
-    with pytest.raises(KernelStartFailed):
-        await pool.take(tmp_path)
-    assert list((tmp_path / "run").iterdir()) == []  # its runtime dir is gone
-    await pool.close()
-
-
-async def test_warm_kernel_that_dies_is_replaced(registry):
-    pool = registry.pool
-    await pool.wait_warm()
-    victim = pool._warm[0]
-    os.kill(victim.pid, 9)
-    await victim.exited
-    await pool.wait_warm()
-    assert pool._warm[0] is not victim and pool._warm[0].alive
-
-
-def test_runtime_paths_fit_unix_socket_limit(tmp_path):
-    runtime = Path("/tmp") / f"kss-{os.getuid()}-0123456789"
-    assert len(f"{runtime}/0123456789ab/s-5") < 107
+async def test_an_interrupt_right_after_submit_reaches_that_execution(make_session: MakeSession):
+    session = make_session("eager")
+    await session.ensure_kernel()
+    execution = session.submit("import time\ntime.sleep(30)")
+    assert session.interrupt() is True  # not yet taken by the worker: held for its run
+    cell = await execution.done
+    assert cell.status == "error" and cell.collector.error["ename"] == "KeyboardInterrupt"
+    assert session.interrupt() is False  # nothing runs or waits now

@@ -16,6 +16,7 @@ import pytest_asyncio
 
 from server.edge_stream import bounded
 from tests.conftest import KEY, RunningServer, make_settings, running_server
+from tests.polling import until
 
 FILE_MAX = 1_000_000
 AUTH = f"Authorization: Bearer {KEY}\r\n"
@@ -145,9 +146,7 @@ async def test_urllib_reads_the_413_of_an_oversized_body(
 
 async def test_lingering_closes_end_and_release_their_connections(srv: RunningServer) -> None:
     await send(srv, b"NONSENSE\r\n\r\n")
-    async with asyncio.timeout(10):
-        while srv.http.open_connections("127.0.0.1") > 0:
-            await asyncio.sleep(0.05)
+    await until(lambda: srv.http.open_connections("127.0.0.1") == 0)
 
 
 def test_the_bounded_header_pattern_ends_where_tornados_does() -> None:

@@ -18,6 +18,7 @@ import pytest_asyncio
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
 from tests.conftest import RunningServer, make_settings, running_server, sandbox_modes
+from tests.polling import until
 
 MB = 1 << 20
 FILE_MAX, QUOTA = 2 * MB, 3 * MB
@@ -172,7 +173,12 @@ while time.monotonic() < end:
 print(json.dumps({{"reads": reads, "bad": bad[:5], "kinds": len(seen)}}))
 """
     reader = asyncio.create_task(server.api.execute(user, code))
-    await asyncio.sleep(0.5)
+
+    async def reading() -> bool:  # the execution has begun (the session may not exist yet)
+        resp = await server.api.call("GET", f"/api/sessions/{user}")
+        return resp.status == 200 and resp.json["state"] == "busy"
+
+    await until(reading)
     uploads = 0
     while not reader.done() and uploads < 40:
         resp = await server.api.call("PUT", files_url(user, "big.bin"), raw=versions[uploads % 2])

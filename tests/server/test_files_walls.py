@@ -19,7 +19,7 @@ import signal
 import stat
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,8 @@ from kernels.sandbox import check_sandbox_available
 from server.keys import server_secret
 from tests.client import Api
 from tests.conftest import KEY, RunningServer, make_settings, running_server
-from tests.server.test_shutdown import start_server_process
+from tests.polling import until
+from tests.server.server_process import start_server_process
 
 MB = 1 << 20
 QUOTA, FILE_MAX = 8 * MB, 4 * MB
@@ -79,14 +80,6 @@ def staged(data_dir: Path, user: str) -> list[Path]:
         if top.exists():
             found += [p for p in top.rglob("*") if p.is_file() and not p.is_symlink()]
     return found
-
-
-async def until(check: Callable[[], Any], timeout: float = PROMPTLY) -> Any:
-    """Poll `check` until it returns something true."""
-    async with asyncio.timeout(timeout):
-        while not (result := check()):
-            await asyncio.sleep(0.05)
-        return result
 
 
 async def within(awaitable: Awaitable[Any], what: str) -> Any:
@@ -262,7 +255,7 @@ async def test_a_crash_mid_upload_leaves_nothing_visible_and_the_quota_exact(tmp
         def partial() -> int:
             return sum(p.stat().st_size for p in staged(tmp_path, user) if p.name != "keep.bin")
 
-        await until(lambda: partial() >= MB // 2)
+        await until(lambda: partial() >= MB // 2, PROMPTLY)
         proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(proc.wait, 30)
         await upload.close()
@@ -311,7 +304,7 @@ async def test_purge_during_an_upload_ends_it_cleanly(srv) -> None:
     upload = RawUpload(srv.base, user, "big.bin", 3 * MB)
     await upload.start(MB)
     data = srv.settings.data_dir
-    await until(lambda: sum(p.stat().st_size for p in staged(data, user)) == MB)
+    await until(lambda: sum(p.stat().st_size for p in staged(data, user)) == MB, PROMPTLY)
     resp = await srv.api.call("DELETE", f"/api/sessions/{user}?purge=true")
     assert resp.status == 200 and resp.json["purged"] is True, resp.body
     status, body = await upload.answer(1000)

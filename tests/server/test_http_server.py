@@ -11,7 +11,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,8 @@ from server.config import Settings
 from server.http_server import default_max_connections
 from tests.client import Api
 from tests.conftest import KEY, KEY2, RunningServer, free_port, make_settings, running_server
-from tests.server.test_shutdown import wait_healthy
+from tests.polling import until
+from tests.server.server_process import wait_healthy
 
 ATTACKER = "127.0.0.2"  # loopback answers on all of 127/8: a second client address
 PER_ADDRESS = 20
@@ -70,12 +71,6 @@ def error_of(raw: bytes) -> tuple[int, str]:
     return int(head.split()[1]), json.loads(body)["error"]["code"]
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
-
-
 def stalled_upload(n: int) -> bytes:
     """Headers of a 100-byte upload and 7 of its bytes: the rest never comes."""
     head = (
@@ -89,7 +84,7 @@ async def test_stalled_bodies_are_408_and_one_address_cannot_crowd_out_others(sr
     stalled = [await connect(srv) for _ in range(PER_ADDRESS)]
     for n, (_, writer) in enumerate(stalled):
         writer.write(stalled_upload(n))
-    await wait_until(lambda: srv.http.open_connections(ATTACKER) == PER_ADDRESS)
+    await until(lambda: srv.http.open_connections(ATTACKER) == PER_ADDRESS)
     started = time.monotonic()
     extra = [await connect(srv) for _ in range(10)]
     refused = await asyncio.gather(*(read_all(c, 5) for c in extra))
@@ -99,7 +94,7 @@ async def test_stalled_bodies_are_408_and_one_address_cannot_crowd_out_others(sr
     assert r["status"] == "ok" and r["result"] == {"text/plain": "42"}
     answers = await asyncio.gather(*(read_all(c, BODY_IDLE + 10) for c in stalled))
     assert [error_of(a) for a in answers] == [(408, "request_timeout")] * PER_ADDRESS
-    await wait_until(lambda: srv.http.open_connections(ATTACKER) == 0)
+    await until(lambda: srv.http.open_connections(ATTACKER) == 0)
     assert not (srv.state.registry.work_dir_for("t2", "mallory")).exists() or not any(
         srv.state.registry.work_dir_for("t2", "mallory").iterdir()
     )
@@ -227,15 +222,16 @@ async def test_running_out_of_descriptors_is_logged_once_and_passes(tmp_path) ->
         def out_of_descriptors() -> bool:
             return "Too many open files" in log_path.read_text()
 
-        await wait_until(out_of_descriptors, 15)
+        await until(out_of_descriptors, 15)
         for _, writer in conns:
             writer.close()
-        async with asyncio.timeout(15):
-            while True:
-                with contextlib.suppress(OSError):
-                    if (await api.call("GET", "/api/health", key=None, timeout=2)).status == 200:
-                        break
-                await asyncio.sleep(0.1)
+
+        async def healthy() -> bool:
+            with contextlib.suppress(OSError):
+                return (await api.call("GET", "/api/health", key=None, timeout=2)).status == 200
+            return False
+
+        await until(healthy, 15, interval=0.1)
         text = log_path.read_text()
         assert "Traceback" not in text and len(text) < 20_000, text[-2000:]
         assert text.count("cannot accept connections") <= 5

@@ -2,63 +2,13 @@
 
 import asyncio
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Sequence
 
 import psutil
 import pytest
 
 from kernels.kernel import Kernel
 from kernels.launcher import KernelCommand, LocalLauncher, default_kernel_python
-from tests.client import Api
-from tests.conftest import KEY, free_port
-
-
-async def wait_healthy(api: Api, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "server exited early"
-        try:
-            if (await api.call("GET", "/api/health", key=None, timeout=2)).status == 200:
-                return
-        except OSError:
-            pass
-        await asyncio.sleep(0.1)
-    raise TimeoutError("server did not become healthy")
-
-
-async def start_server_process(
-    data_dir, pool_size: int, output: bool = False, args: Sequence[str] = ("--no-sandbox",)
-) -> tuple[subprocess.Popen, Api]:
-    """`python -m server` as a child process (unsandboxed unless `args` say otherwise), once
-    it answers /api/health."""
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "server",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--api-key",
-        f"t1={KEY}",
-        "--pool-size",
-        str(pool_size),
-        *args,
-    ]
-    out = subprocess.PIPE if output else subprocess.DEVNULL
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)  # noqa: ASYNC220
-    api = Api(f"http://127.0.0.1:{port}", KEY)
-    try:
-        await wait_healthy(api, proc)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc, api
+from tests.server.server_process import start_server_process
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -1,14 +1,16 @@
 """Every session is a notebook: durable transcript, download, replay across restarts."""
 
-import asyncio
 import json
 import signal
+from pathlib import Path
 
 import nbformat
 import psutil
 
 from tests.conftest import make_settings, running_server
-from tests.server.test_shutdown import start_server_process
+from tests.polling import until
+from tests.server.server_process import start_server_process
+from transcript.store.sqlite import SqliteStore
 
 
 def notebook_of(resp):
@@ -124,6 +126,21 @@ async def test_download_after_shutdown_and_after_server_restart(tmp_path):
         ws.close()
 
 
+async def stored_running_cell(db: Path, tenant: str, user: str, exec_id: str) -> bool:
+    """Whether the write-behind has put on disk the running cell of `exec_id` and the
+    output it streamed (what a restart rebuilds it from)."""
+    store = SqliteStore(db)
+    await store.open()
+    try:
+        cells = [c for c in await store.running_cells() if c.metadata.get("id") == exec_id]
+        if not cells:
+            return False
+        events = await store.events_between(tenant, user, cells[0].first_seq - 1, 2**62)
+        return any(json.loads(body)["type"] == "stream" for _, body in events)
+    finally:
+        await store.close()
+
+
 async def test_a_crashed_server_leaves_an_interrupted_cell_and_no_kernels(tmp_path):
     proc, api = await start_server_process(tmp_path, pool_size=0)
     try:
@@ -132,7 +149,8 @@ async def test_a_crashed_server_leaves_an_interrupted_cell_and_no_kernels(tmp_pa
         code = "import time\nprint('partial', flush=True)\ntime.sleep(60)"
         await ws.send({"type": "execute", "id": "cut", "code": code})
         await ws.until(lambda e: e["type"] == "stream")
-        await asyncio.sleep(0.5)  # the write-behind batch reaches the disk
+        db = tmp_path / "kss.sqlite3"
+        await until(lambda: stored_running_cell(db, "t1", "crash", "cut"), interval=0.1)
         kernels = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait()

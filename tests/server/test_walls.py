@@ -23,6 +23,7 @@ import pytest_asyncio
 from kernels.sandbox import check_sandbox_available
 from tests.client import Api
 from tests.conftest import KEY, KEY2, RunningServer, make_settings, running_server
+from tests.polling import until
 
 MB = 1 << 20
 USER, BYSTANDER = "walls", "bystander"
@@ -356,15 +357,15 @@ async def test_a_threads_output_belongs_to_the_execution_that_started_it(srv):
     while texts().count("thread") < 3 or texts().count("task") < 3:
         late.append(await ws.recv())
     assert all(e.get("late") is True and e["id"] == "starter" for e in late), late
+
     # the notebook files late output in the cell of the execution that started the thread
-    async with asyncio.timeout(10):
-        while True:
-            nb = json.loads((await srv.api.call("GET", f"/api/sessions/{user}/notebook")).body)
-            cells = {c["metadata"]["kss"]["id"]: c for c in nb["cells"] if c["cell_type"] == "code"}
-            text = "".join(o.get("text", "") for o in cells["starter"]["outputs"])
-            if "thread 2" in text and "task 2" in text:
-                break
-            await asyncio.sleep(0.1)
+    async def filed() -> dict | None:
+        nb = json.loads((await srv.api.call("GET", f"/api/sessions/{user}/notebook")).body)
+        cells = {c["metadata"]["kss"]["id"]: c for c in nb["cells"] if c["cell_type"] == "code"}
+        text = "".join(o.get("text", "") for o in cells["starter"]["outputs"])
+        return cells if "thread 2" in text and "task 2" in text else None
+
+    cells = await until(filed, interval=0.1)
     assert "".join(o.get("text", "") for o in cells["second"]["outputs"]) == "second\n"
 
 
@@ -417,7 +418,7 @@ async def test_kernel_restarted_is_true_after_the_session_was_deleted(srv):
 
 
 async def test_kernel_restarted_is_true_after_a_server_restart(tmp_path):
-    from tests.server.test_shutdown import start_server_process
+    from tests.server.server_process import start_server_process
 
     proc, api = await start_server_process(tmp_path, pool_size=0)
     try:

@@ -1,6 +1,5 @@
 """The session WebSocket against a real server with real kernels."""
 
-import asyncio
 import contextlib
 from urllib.parse import quote
 
@@ -9,6 +8,7 @@ from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketClosedError
 
 from tests.conftest import KEY
+from tests.polling import until
 
 
 async def test_streaming_order_chunks_arrive_before_done(server):
@@ -68,7 +68,12 @@ async def test_two_executions_queue_in_order_with_position(server):
 async def test_every_socket_of_a_session_sees_the_same_events(server):
     a = await server.api.ws("watched")
     b = await server.api.ws("watched")
-    await asyncio.sleep(0.05)
+
+    async def both_subscribed() -> bool:  # the server subscribes a socket after its upgrade
+        info = await server.api.call("GET", "/api/sessions/watched")
+        return info.json["connections"] == 2
+
+    await until(both_subscribed)
     events_a = await a.run("print('shared')", "s1")
     events_b = await b.until(lambda e: e["type"] == "done" and e["id"] == "s1")
     assert events_a == events_b

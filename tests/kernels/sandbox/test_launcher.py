@@ -1,4 +1,4 @@
-"""The sandbox, attacked from inside real sandboxed kernels (kernels/sandbox.py).
+"""The sandbox, attacked from inside real sandboxed kernels (kernels/sandbox/launcher.py).
 
 Every test runs bubblewrap for real. Without it (or without user namespaces) each test
 FAILS with the reason; set KSS_TEST_ALLOW_NO_SANDBOX=1 to skip them instead (only for
@@ -35,11 +35,12 @@ from kernels.sandbox import (
     mounts,
     state_dir,
 )
-from tests.kernels.sandbox_client import RunningKernel, start_kernel
+from tests.kernels.sandbox.kernel_client import RunningKernel, start_kernel
+from tests.polling import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 POLICY = SandboxPolicy(
     uid_first=2_090_000,
     uid_last=2_090_099,
@@ -362,11 +363,16 @@ async def test_signals_cannot_leave_the_sandbox(probe: RunningKernel) -> None:
         sleeper.wait()
 
 
-async def test_interrupt_in_message_mode(probe: RunningKernel) -> None:
-    msg_id_task = asyncio.ensure_future(probe.execute("import time; time.sleep(30)", timeout=20))
-    await asyncio.sleep(1.0)
-    probe.client.control_channel.send(probe.client.session.msg("interrupt_request", {}))
-    res = await msg_id_task
+async def test_interrupt_in_message_mode(probe: RunningKernel, host_dirs: dict) -> None:
+    started = host_dirs["work-a"] / "sleeping"  # the code says when it runs (/mnt/data)
+    code = "open('sleeping', 'w').close()\nimport time; time.sleep(30)"
+    msg_id_task = asyncio.ensure_future(probe.execute(code, timeout=20))
+    try:
+        await until(started.exists)  # sent earlier, an interrupt would hit an idle kernel
+        probe.client.control_channel.send(probe.client.session.msg("interrupt_request", {}))
+        res = await msg_id_task
+    finally:
+        started.unlink(missing_ok=True)
     assert res.status == "error" and res.error is not None and "KeyboardInterrupt" in res.error
 
 
@@ -541,7 +547,7 @@ import asyncio, json, os, socket, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from kernels.sandbox import make_launcher, cleanup_leftovers
-from tests.kernels.sandbox_client import start_kernel
+from tests.kernels.sandbox.kernel_client import start_kernel
 
 async def main():
     root, work = Path(sys.argv[2]), Path(sys.argv[3])

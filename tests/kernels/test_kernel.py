@@ -1,0 +1,58 @@
+"""One Kernel (kernels/kernel.py) with a real ipykernel: its runtime paths, routing by
+request, output budgets and the size limit, and how its end reaches listeners."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kernels.kernel import Kernel, KernelExit, OutputBudget
+from tests.kernels.driving import execute, start_local_kernel
+
+
+def test_runtime_paths_fit_unix_socket_limit(tmp_path):
+    runtime = Path("/tmp") / f"kss-{os.getuid()}-0123456789"
+    assert len(f"{runtime}/0123456789ab/s-5") < 107
+
+
+async def test_the_runtime_dir_is_the_layout_the_limit_assumes(kernel: Kernel) -> None:
+    slot = kernel.slot
+    assert slot.runtime_dir.name == kernel.id[:12] and len(slot.runtime_dir.name) == 12
+    assert slot.ipc_prefix == str(slot.runtime_dir / "s")
+    assert slot.connection_file.parent == slot.runtime_dir
+    assert slot.runtime_dir.stat().st_mode & 0o777 in (0o700, 0o711)
+
+
+async def test_messages_reach_the_listener_of_their_request(kernel: Kernel) -> None:
+    first = await execute(kernel, "print('one'); 1")
+    second = await execute(kernel, "print('two'); 2")
+    assert (first.stdout, first.result) == ("one\n", "1")
+    assert (second.stdout, second.result) == ("two\n", "2")
+    assert first.reply["status"] == second.reply["status"] == "ok"
+    assert (await execute(kernel, "y = 5")).reply["status"] == "ok"
+    assert (await execute(kernel, "y")).result == "5"
+
+
+async def test_output_past_a_budget_is_dropped_and_said_once(kernel: Kernel) -> None:
+    code = "for i in range(50):\n    print('x' * 20, flush=True)"
+    done = await execute(kernel, code, budget=OutputBudget(bytes=200, messages=1000))
+    assert [d.reason for d in done.dropped] == ["budget"]
+    assert len(done.stdout) <= 200 and done.reply["status"] == "ok"
+
+
+async def test_a_message_over_the_size_limit_is_dropped_not_read(tmp_path: Path) -> None:
+    kernel = await start_local_kernel(tmp_path / "run", max_message_bytes=64 * 1024)
+    try:
+        done = await execute(kernel, "print('x' * 200_000, flush=True)")
+        [dropped] = done.dropped
+        assert (dropped.channel, dropped.reason) == ("iopub", "oversize")
+        assert dropped.size > 200_000 and done.stdout == ""
+        assert (await execute(kernel, "'still here'")).result == "'still here'"
+        killed = kernel.listen("anyone")
+        kernel.kill()
+        end = await kernel.exited
+        assert end.expected is False and await killed.get() == end
+    finally:
+        await kernel.stop()
+    assert kernel.exit == KernelExit(end.returncode, expected=False)
+    assert not kernel.slot.runtime_dir.exists()

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import CapacityExceeded, SessionNotFound
+from .limits import Limits
 from .pool import KernelPool
-from .session import KernelSession, Limits, NoObserver, SessionObserver
+from .session import KernelSession, NoObserver, SessionObserver
 
 log = logging.getLogger(__name__)
 

@@ -18,158 +18,34 @@ import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .disk_guard import DiskGuard
 from .errors import KernelError, QueueFull, SessionClosed
 from .events import EventLog
 from .execution import (
     Cell,
-    EventSink,
     Execution,
-    FileWatch,
     Run,
     Started,
     describe_exit,
     emit,
 )
-from .kernel import Kernel, KernelExit, OutputBudget
+from .kernel import Kernel, KernelExit
 from .late import LateOutput
 from .launcher import cpu_seconds
-from .outputs import Output, OutputCollector, error_event
+from .limits import Limits
+from .observer import NoObserver, Resume, SessionObserver
+from .outputs import OutputCollector, error_event
 from .states import CellStatus, SessionState
 
 if TYPE_CHECKING:
     from .pool import KernelPool
 
-__all__ = ["KernelSession", "Limits", "NoObserver", "Resume", "SessionObserver"]
+__all__ = ["KernelSession"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What the executions of one session may take. Fields with help are server options."""
-
-    default_timeout: float = field(
-        default=60,
-        metadata={"option": "exec_timeout", "help": "default execution timeout, seconds"},
-    )
-    max_timeout: float = field(
-        default=600,
-        metadata={
-            "option": "max_exec_timeout",
-            "help": "largest timeout a request may ask for, seconds",
-        },
-    )
-    interrupt_grace: float = field(
-        default=3, metadata={"help": "seconds a timed-out kernel gets to answer an interrupt"}
-    )
-    client_cap: int = field(
-        default=10_000_000,
-        metadata={
-            "option": "output_cap_bytes",
-            "help": "output sent to clients per execution (each event also counts 64 bytes)",
-        },
-    )
-    max_events: int = field(
-        default=20_000,
-        metadata={
-            "option": "output_cap_events",
-            "help": "output events sent to clients per execution",
-        },
-    )
-    text_cap: int = field(
-        default=100_000,
-        metadata={
-            "option": "text_cap_bytes",
-            "help": "stdout/stderr text in the REST execute answer",
-        },
-    )
-    max_queue: int = field(default=100, metadata={"help": "executions that may wait per session"})
-    replay_events: int = field(
-        default=10_000, metadata={"help": "events kept per session for reconnect replay"}
-    )
-    replay_bytes: int = field(
-        default=32_000_000,
-        metadata={"help": "bytes of events kept per session for reconnect replay"},
-    )
-    max_message_bytes: int = field(
-        default=16 << 20,
-        metadata={
-            "option": "kernel_message_max_bytes",
-            "help": "largest message read from a kernel; the rest of a larger one is dropped",
-        },
-    )
-    stop_strays: bool = field(
-        default=True,
-        metadata={"help": "stop the processes an execution leaves running (on or off)"},
-    )
-    disk_check_interval: float = 1.0  # how often a busy kernel's disk use is checked
-    subscriber_bytes: int = 64_000_000  # a WebSocket further behind than this is closed
-
-    def budget(self) -> OutputBudget:
-        """What an execution may put in the server's memory before its output is dropped
-        unread: its caps, with room for encoding (UTF-8, JSON escapes) and one message."""
-        return OutputBudget(4 * self.client_cap + self.max_message_bytes, self.max_events + 1)
-
-
-@dataclass(frozen=True)
-class Resume:
-    """Where a new session continues an earlier one of the same user (from the store)."""
-
-    last_seq: int = 0
-    sink: EventSink | None = None
-    last_kernel_id: str = ""
-
-
-class SessionObserver(Protocol):
-    """What the rest of the server learns from sessions, given to the registry once: where a
-    user's session resumes, how its work dir is watched, and what it runs and produces."""
-
-    async def resume(self, tenant: str, user: str) -> Resume:
-        """Where a new session of (tenant, user) continues the user's earlier ones."""
-        ...
-
-    def file_watch(self, tenant: str, user: str) -> FileWatch | None:
-        """The view of the user's work dir the session announces files and guards disk by."""
-        ...
-
-    def execution_started(self, session: KernelSession, started: Started) -> None: ...
-
-    async def execution_finished(self, session: KernelSession, cell: Cell) -> None: ...
-
-    def outputs_added(self, session: KernelSession, cell_id: str, outputs: list[Output]) -> None:
-        """Late output of a finished cell (a thread it started printed on)."""
-        ...
-
-    async def session_changed(self, session: KernelSession) -> None:
-        """The session was created or closed."""
-        ...
-
-
-class NoObserver:
-    """A `SessionObserver` that keeps nothing (sessions without a transcript or files)."""
-
-    async def resume(self, tenant: str, user: str) -> Resume:
-        return Resume()
-
-    def file_watch(self, tenant: str, user: str) -> FileWatch | None:
-        return None
-
-    def execution_started(self, session: KernelSession, started: Started) -> None:
-        return None
-
-    async def execution_finished(self, session: KernelSession, cell: Cell) -> None:
-        return None
-
-    def outputs_added(self, session: KernelSession, cell_id: str, outputs: list[Output]) -> None:
-        return None
-
-    async def session_changed(self, session: KernelSession) -> None:
-        return None
 
 
 class KernelSession:
@@ -183,8 +59,9 @@ class KernelSession:
         pool: KernelPool,
         limits: Limits,
         observer: SessionObserver | None = None,
-        resume: Resume = Resume(),
+        resume: Resume | None = None,
     ) -> None:
+        resume = resume or Resume()
         self.tenant = tenant
         self.user = user
         self.work_dir = work_dir

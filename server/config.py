@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from files.area import FileLimits
+from kernels.limits import Limits
 from kernels.sandbox import SandboxPolicy
-from kernels.session import Limits
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
 # As root the data dir defaults to a system path: its path shows in a sandboxed kernel's

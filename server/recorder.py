@@ -13,7 +13,7 @@ from typing import Any
 from files.area import FileArea, Snapshot
 from files.areas import FileAreas
 from kernels.execution import Cell, FileWatch, Started
-from kernels.session import KernelSession, Resume
+from kernels.observer import Resume, SessionView
 from transcript.store.base import SessionRecord
 from transcript.transcript import Transcript
 
@@ -31,23 +31,23 @@ class SessionRecorder:
     def file_watch(self, tenant: str, user: str) -> FileWatch | None:
         return AreaWatch(self.files.area(tenant, user), user)
 
-    def execution_started(self, session: KernelSession, started: Started) -> None:
+    def execution_started(self, session: SessionView, started: Started) -> None:
         self.transcript.cell_started(session, started)
 
-    async def execution_finished(self, session: KernelSession, cell: Cell) -> None:
+    async def execution_finished(self, session: SessionView, cell: Cell) -> None:
         self.transcript.cell_finished(session, cell)
         self.transcript.save_session(record_of(session))  # in order with the cells
 
     def outputs_added(
-        self, session: KernelSession, cell_id: str, outputs: list[dict[str, Any]]
+        self, session: SessionView, cell_id: str, outputs: list[dict[str, Any]]
     ) -> None:
         self.transcript.outputs_added(session, cell_id, outputs)
 
-    async def session_changed(self, session: KernelSession) -> None:
+    async def session_changed(self, session: SessionView) -> None:
         self.transcript.save_session(record_of(session))
 
 
-def record_of(session: KernelSession) -> SessionRecord:
+def record_of(session: SessionView) -> SessionRecord:
     return SessionRecord(
         tenant=session.tenant,
         user=session.user,

@@ -17,8 +17,8 @@ from dataclasses import fields, replace
 from typing import Any
 
 from kernels.execution import Cell, Started
+from kernels.observer import Resume, SessionView
 from kernels.outputs import OutputCollector
-from kernels.session import KernelSession, Resume
 from kernels.states import CellStatus
 from kernels.storable import clean, clean_text
 
@@ -64,7 +64,7 @@ class Transcript:
 
         return Resume(last, sink, record.kernel_id if record else "")
 
-    def cell_started(self, session: KernelSession, info: Started) -> None:
+    def cell_started(self, session: SessionView, info: Started) -> None:
         record = CellRecord(
             session.tenant,
             session.user,
@@ -78,11 +78,11 @@ class Transcript:
         )
         self._queue.put_nowait(("cell", record))
 
-    def cell_finished(self, session: KernelSession, cell: Cell) -> None:
+    def cell_finished(self, session: SessionView, cell: Cell) -> None:
         self._queue.put_nowait(("cell", cell_record(session.tenant, session.user, cell)))
 
     def outputs_added(
-        self, session: KernelSession, cell_id: str, outputs: list[dict[str, Any]]
+        self, session: SessionView, cell_id: str, outputs: list[dict[str, Any]]
     ) -> None:
         self._queue.put_nowait(("outputs", (session.tenant, session.user, cell_id, outputs)))
 

@@ -10,8 +10,8 @@ that user inside an extra user namespace ("userns" mode): same filesystem view a
 namespaces, but no uid of its own.
 
 Warm kernels start with an empty `/mnt/data`; `claim` binds the user's work dir there while
-the kernel runs (see `kernels/mounts.py`). The server wires it up with `cleanup_leftovers`
-then `make_launcher` (see their docstrings and docs/security.md).
+the kernel runs (see `mounts.py`); `bwrap.py` writes the command line. The server wires it
+up with `cleanup_leftovers` then `make_launcher` (see their docstrings and docs/security.md).
 """
 
 from __future__ import annotations
@@ -22,101 +22,37 @@ import hashlib
 import logging
 import os
 import shutil
-import stat
-import subprocess
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from files.paths import walk
 from kernels.launcher import (
-    STARTUP_DIR,
     KernelCommand,
     KernelSlot,
     Launcher,
     LocalLauncher,
     default_kernel_python,
     descendants,
-    startup_files,
 )
 from kernels.sandbox.cgroups import CgroupTree, KernelCgroup
 from kernels.sandbox.uids import UidPool, processes_by_uid
 
 from . import mounts, seccomp
+from .bwrap import (
+    KERNEL_RUNTIME,
+    TOOL_PATH,
+    WORK_DIR,
+    Box,
+    check_sandbox_available,
+    command_line,
+    not_traversable,
+    tool,
+)
+from .policy import SandboxPolicy, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
-WORK_DIR = "/mnt/data"
-SANDBOX_ENV = "/opt/kernel/env"  # the kernel venv, read-only
-SANDBOX_STARTUP = "/opt/kernel/startup"  # kernels/startup, read-only
-KERNEL_RUNTIME = "/run/kernel"  # the kernel's runtime dir (connection file, ipc sockets)
-STATE_SUFFIX = ".sandbox"  # state dir beside runtime_root: slot dirs, per-kernel /etc files
-PASS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # host CPU quirks the kernel must keep
-TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-NPROC_SLACK = 16  # RLIMIT_NPROC above the pids cgroup limit: the cgroup refuses first
-# Joins the cgroups named before "--", then becomes the rest of the command line.
-JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 97; shift; done; shift; exec "$@"'
-# User mode, inside the extra namespace: make the slot dir a shared mount, then run bwrap.
-SHARE_SLOT = 'mount --bind "$0" "$0" && mount --make-shared "$0" && exec "$@"'
-
-
-class SandboxUnavailable(RuntimeError):
-    """The sandbox cannot run here; the message says why."""
-
-
-@dataclass(frozen=True)
-class SandboxPolicy:
-    """Limits and uids of sandboxed kernels. Fields with help are server options."""
-
-    uid_first: int = field(
-        default=2_000_000,
-        metadata={
-            "option": "kernel_uid_first",
-            "help": "first host uid given to sandboxed kernels",
-        },
-    )
-    uid_last: int = field(
-        default=2_000_999,
-        metadata={"option": "kernel_uid_last", "help": "last host uid given to sandboxed kernels"},
-    )
-    memory_bytes: int = field(
-        default=1 << 30,
-        metadata={
-            "option": "kernel_memory_bytes",
-            "help": "memory limit of one sandboxed kernel (cgroup)",
-        },
-    )
-    pids_max: int = field(
-        default=128,
-        metadata={
-            "option": "kernel_pids",
-            "help": "process/thread limit of one sandboxed kernel (cgroup)",
-        },
-    )
-    cpus: float = field(
-        default=1.0,
-        metadata={
-            "option": "kernel_cpus",
-            "help": "CPU cores one sandboxed kernel may use (cgroup quota; 0 = no cap)",
-        },
-    )
-    file_size_bytes: int = field(
-        default=50_000_000,
-        metadata={
-            "option": "kernel_file_bytes",
-            "help": "largest file a sandboxed kernel may write (rlimit)",
-        },
-    )
-    tmp_bytes: int = field(
-        default=256 << 20,
-        metadata={
-            "option": "kernel_tmp_bytes",
-            "help": "size of a sandboxed kernel's private /tmp",
-        },
-    )
-    open_files: int = 1024
-    cgroup_parent: str = "kss"
-    require_cgroups: bool = True  # root mode refuses to start kernels without memory+pids limits
-    seccomp: bool = True
+STATE_SUFFIX = ".sandbox"  # state dir beside runtime_root: slot dirs
 
 
 @dataclass
@@ -126,68 +62,6 @@ class _Kernel:
     cgroup: KernelCgroup | None
     process: asyncio.subprocess.Process | None = None
     work_dir: Path | None = None
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name, path=TOOL_PATH)
-    if path is None:
-        raise SandboxUnavailable(f"{name} not found (install: make system-deps)")
-    return path
-
-
-def _host_root_args() -> list[str]:
-    """Read-only `/usr` plus the merged-usr links (or real dirs) the host has."""
-    args = ["--ro-bind", "/usr", "/usr"]
-    for name in ("bin", "sbin", "lib", "lib64", "lib32", "libx32"):
-        path = Path("/", name)
-        if path.is_symlink():
-            args += ["--symlink", os.readlink(path), str(path)]
-        elif path.is_dir():
-            args += ["--ro-bind", str(path), str(path)]
-    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf"):
-        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    return args
-
-
-def _not_traversable(path: Path, need_read: bool) -> str | None:
-    """Why a uid other than the owner cannot reach `path`, or None if it can."""
-    for p in [path, *path.parents]:
-        try:
-            mode = p.stat().st_mode
-        except OSError as exc:
-            return f"{p}: {exc.strerror}"
-        if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
-            return f"{p} is not traversable by other users (mode {stat.filemode(mode)})"
-        if p == path and need_read and not mode & stat.S_IROTH:
-            return f"{p} is not readable by other users (mode {stat.filemode(mode)})"
-    return None
-
-
-def check_sandbox_available(python: str | None = None) -> str | None:
-    """None if sandboxed kernels can run here, else the reason they cannot."""
-    privileged = os.geteuid() == 0
-    try:
-        tools = ["bwrap", "prlimit"] + (["setpriv"] if privileged else ["unshare", "nsenter"])
-        paths = {name: _tool(name) for name in tools}
-    except SandboxUnavailable as exc:
-        return str(exc)
-    venv = Path(python or default_kernel_python()).parent.parent
-    if privileged:
-        for path in (venv, STARTUP_DIR):
-            if path.exists() and (why := _not_traversable(path, need_read=True)):
-                return f"kernel uids cannot read the kernel environment: {why}"
-    argv = [paths["bwrap"], "--unshare-all", "--unshare-user", "--disable-userns"]
-    argv += [*_host_root_args(), "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"]
-    if privileged:  # probe as an unprivileged uid: that is what kernels will be
-        argv = [paths["setpriv"], "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
-    try:
-        res = subprocess.run(argv, capture_output=True, timeout=20, env={"PATH": TOOL_PATH})
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bubblewrap probe failed: {exc}"
-    if res.returncode != 0:
-        err = res.stderr.decode(errors="replace").strip()
-        return f"bubblewrap cannot create its namespaces here (user namespaces off?): {err}"
-    return None
 
 
 class SandboxLauncher:
@@ -205,7 +79,7 @@ class SandboxLauncher:
         self.venv = Path(command.python).parent.parent
         self.uids = UidPool(policy.uid_first, policy.uid_last) if self.privileged else None
         self._kernels: dict[str, _Kernel] = {}
-        self._tools = {n: _tool(n) for n in ("bwrap", "prlimit", "setpriv", "unshare", "sh")}
+        self._tools = {n: tool(n) for n in ("bwrap", "prlimit", "setpriv", "unshare", "sh")}
         self._seccomp = seccomp.build_filter() if policy.seccomp else None
         if policy.seccomp and self._seccomp is None:
             log.warning("no seccomp table for this architecture: kernels run without one")
@@ -226,7 +100,7 @@ class SandboxLauncher:
             if self.privileged:  # kernel uids pass through to their own entries only
                 os.chmod(path, 0o711)
         if self.privileged:
-            if why := _not_traversable(self.state, need_read=False):
+            if why := not_traversable(self.state, need_read=False):
                 raise SandboxUnavailable(f"kernel uids cannot reach {self.state}: {why}")
             mounts.make_shared_root(self.state / "mnt")
 
@@ -246,7 +120,23 @@ class SandboxLauncher:
         self._kernels[slot.kernel_id] = kernel
         fds: list[int] = []
         try:
-            argv = self._argv(slot, kernel, fds)
+            box = Box(
+                uid=kernel.uid,
+                slot_dir=kernel.slot_dir,
+                runtime_dir=slot.runtime_dir,
+                connection_file=slot.connection_file.name,
+                cgroup_procs=tuple(kernel.cgroup.procs_files) if kernel.cgroup else (),
+                pids_cgroup=kernel.cgroup is not None and "pids" in kernel.cgroup.paths,
+            )
+            argv = command_line(
+                box,
+                command=self.command,
+                policy=self.policy,
+                tools=self._tools,
+                privileged=self.privileged,
+                seccomp=self._seccomp,
+                fds=fds,
+            )
             with open(slot.log_file, "ab") as out:  # noqa: ASYNC230 (tiny, local)
                 kernel.process = await asyncio.create_subprocess_exec(
                     *argv,
@@ -323,7 +213,7 @@ class SandboxLauncher:
         return kernel.cgroup.cpu_throttled() if kernel and kernel.cgroup else 0
 
     def _prepare(self, slot: KernelSlot) -> _Kernel:
-        if self.privileged and (why := _not_traversable(slot.runtime_dir.parent, False)):
+        if self.privileged and (why := not_traversable(slot.runtime_dir.parent, False)):
             raise SandboxUnavailable(f"kernel uids cannot reach their runtime dir: {why}")
         uid = self.uids.allocate() if self.uids else os.getuid()
         kid = slot.kernel_id
@@ -343,75 +233,6 @@ class SandboxLauncher:
             self._teardown(kid, kernel)
             raise
         return kernel
-
-    def _argv(self, slot: KernelSlot, kernel: _Kernel, fds: list[int]) -> list[str]:
-        """The launch command. bubblewrap's options go through a file descriptor and small
-        files are copied in (not bound), so nothing the kernel can read (`/proc/1/cmdline`,
-        its mount table) names the checkout, the runtime or state dirs, or a user; every
-        path on the kernel's command line is one of the fixed paths inside."""
-
-        def data(content: bytes) -> str:
-            fd = os.memfd_create("kss-sandbox", 0)
-            os.write(fd, content)
-            os.lseek(fd, 0, os.SEEK_SET)
-            fds.append(fd)
-            return str(fd)
-
-        p, t = self.policy, self._tools
-        inside = f"{SANDBOX_ENV}/bin/{Path(self.command.python).name}"
-        command = replace(self.command, python=inside)
-        env = command.env(home="/tmp/home", mplconfig="/tmp/mpl")
-        env.update({"USER": "user", "LOGNAME": "user", "TMPDIR": "/tmp", "SHELL": "/bin/sh"})
-        env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
-        uid = kernel.uid
-        passwd = f"root:x:0:0:root:/root:/usr/sbin/nologin\nuser:x:{uid}:{uid}::/tmp/home:/bin/sh\n"
-        group = f"root:x:0:\nuser:x:{uid}:\n"
-        bw = ["--unshare-all", "--unshare-user", "--disable-userns"]
-        bw += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
-        if not self.privileged:  # we are root of the extra namespace: be this user inside
-            bw += ["--uid", str(kernel.uid), "--gid", str(os.getgid())]
-        bw += _host_root_args()
-        bw += ["--perms", "0644", "--file", data(passwd.encode()), "/etc/passwd"]
-        bw += ["--perms", "0644", "--file", data(group.encode()), "/etc/group"]
-        bw += ["--proc", "/proc", "--dev", "/dev"]
-        bw += ["--perms", "1777", "--size", str(p.tmp_bytes), "--tmpfs", "/tmp"]
-        bw += ["--perms", "1777", "--size", str(p.tmp_bytes), "--tmpfs", "/dev/shm"]
-        bw += ["--dir", "/tmp/home", "--dir", "/tmp/mpl"]
-        for cache in sorted((self.venv / "mplconfig").glob("fontlist-*.json")):
-            bw += ["--file", data(cache.read_bytes()), f"/tmp/mpl/{cache.name}"]
-        bw += ["--ro-bind", str(self.venv), SANDBOX_ENV]
-        startup = []
-        for path in startup_files():
-            inside_path = f"{SANDBOX_STARTUP}/{Path(path).name}"
-            bw += ["--perms", "0644", "--file", data(Path(path).read_bytes()), inside_path]
-            startup.append(inside_path)
-        bw += ["--dir", "/mnt", "--bind", str(kernel.slot_dir), WORK_DIR]
-        bw += ["--bind", str(slot.runtime_dir), KERNEL_RUNTIME]
-        bw += ["--remount-ro", "/", "--chdir", WORK_DIR, "--clearenv"]
-        for key, value in env.items():
-            bw += ["--setenv", key, value]
-        if self._seccomp is not None:
-            bw += ["--seccomp", data(self._seccomp)]
-        options = data(b"".join(arg.encode() + b"\0" for arg in bw))
-        conn = f"{KERNEL_RUNTIME}/{slot.connection_file.name}"
-        inner_bw = [t["bwrap"], "--args", options, "--", *command.argv(conn, startup)]
-
-        limits = [f"--fsize={p.file_size_bytes}", f"--nofile={p.open_files}", "--core=0"]
-        if self.privileged:  # nproc counts per host uid: only meaningful with our own uid
-            # With a pids cgroup, it is the limit that refuses a fork (and counts it in
-            # pids.events, so the session can replace the kernel); nproc is the fallback.
-            has_pids = kernel.cgroup is not None and "pids" in kernel.cgroup.paths
-            limits.append(f"--nproc={p.pids_max + NPROC_SLACK if has_pids else p.pids_max}")
-            drop = [t["setpriv"], f"--reuid={kernel.uid}", f"--regid={kernel.uid}"]
-            inner = [*drop, "--clear-groups", "--no-new-privs", "--", *inner_bw]
-        else:
-            ns = [t["unshare"], "--user", "--map-root-user", "--mount", "--"]
-            inner = [*ns, t["sh"], "-c", SHARE_SLOT, str(kernel.slot_dir), *inner_bw]
-        argv = [t["prlimit"], *limits, "--", *inner]
-        if kernel.cgroup:
-            join = [t["sh"], "-c", JOIN_CGROUPS, "kss-join", *kernel.cgroup.procs_files, "--"]
-            argv = [*join, *argv]
-        return argv
 
     def _teardown(self, kid: str, kernel: _Kernel) -> None:
         """Undo `_prepare` and `claim` on the host (blocking)."""

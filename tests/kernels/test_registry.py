@@ -8,9 +8,11 @@ import pytest
 
 from kernels.errors import CapacityExceeded, KernelStartFailed
 from kernels.launcher import KernelCommand, LocalLauncher
+from kernels.limits import Limits
+from kernels.observer import NoObserver
 from kernels.pool import KernelPool
 from kernels.registry import SessionRegistry
-from kernels.session import KernelSession, Limits, NoObserver
+from kernels.session import KernelSession
 from kernels.states import SessionState
 from tests.kernels.driving import local_launcher
 from tests.polling import until

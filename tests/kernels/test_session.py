@@ -11,8 +11,9 @@ import pytest
 import pytest_asyncio
 
 from kernels.errors import QueueFull, SessionClosed
+from kernels.limits import Limits
 from kernels.pool import KernelPool
-from kernels.session import KernelSession, Limits
+from kernels.session import KernelSession
 from kernels.states import SessionState
 from tests.kernels.driving import local_launcher
 from tests.polling import until

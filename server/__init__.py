@@ -1,1 +1,2 @@
-"""Web layer: routes, auth, protocol, REST and WebSocket handlers, store."""
+"""Web layer and wiring: routes, auth, parsing, REST and WebSocket handlers, the lifespan
+that builds everything (see docs/architecture.md)."""

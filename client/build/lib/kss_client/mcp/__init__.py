@@ -1,1 +1,0 @@
-"""An MCP server over a running kernel session server: `python -m kss_client.mcp`."""

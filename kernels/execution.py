@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -94,7 +95,7 @@ class Cell:
             "stderr": c.stderr.text,
             "result": c.result,
             "outputs": c.outputs,
-            "error": c.error,
+            "error": None if c.error is None else {**c.error, "text": plain_traceback(c.error)},
             "duration_ms": round(self.duration_ms, 3),
             "kernel_restarted": self.kernel_restarted,
             "truncated": c.truncated or c.stdout.truncated or c.stderr.truncated,
@@ -341,6 +342,17 @@ def stream_members(raw: bytes, content: dict[str, Any], exec_id: str) -> str | N
     if len(body) < 2 or body[0] != "{" or body[-1] != "}":
         return None
     return f'"type":"stream",{body[1:-1]},"id":{json.dumps(exec_id)}'
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def plain_traceback(error: dict[str, Any]) -> str:
+    """The traceback as plain text (no ANSI colours), ending with `ename: evalue`: what a
+    model or a log reads; the notebook keeps IPython's coloured one."""
+    text = _ANSI.sub("", "\n".join(error.get("traceback") or [])).strip()
+    last = f"{error['ename']}: {error['evalue']}" if error.get("evalue") else error["ename"]
+    return text if text.endswith(last) else f"{text}\n{last}".strip()
 
 
 def describe_exit(returncode: int | None, oom: bool = False) -> str:

@@ -53,11 +53,13 @@ def _object(raw: Any, what: str) -> Mapping[str, Any]:
 
 @dataclass(frozen=True)
 class ExecutionError:
-    """The exception an execution ended with; `traceback` as IPython formats it (ANSI)."""
+    """The exception an execution ended with; `traceback` as IPython formats it (ANSI), and
+    `text`, the server's plain-text form of it (empty from servers that do not send it)."""
 
     ename: str
     evalue: str
     traceback: list[str] = field(default_factory=list)
+    text: str = ""
 
     @classmethod
     def from_json(cls, raw: Any) -> ExecutionError:
@@ -66,6 +68,7 @@ class ExecutionError:
             str(body.get("ename", "")),
             str(body.get("evalue", "")),
             [str(line) for line in body.get("traceback") or []],
+            str(body.get("text") or ""),
         )
 
 

@@ -124,3 +124,23 @@ def test_stream_events_reuse_the_kernels_encoding_and_decode_identically():
         is None
     )
     assert stream_members(b"\xff\xfe", {"name": "stdout", "text": "x"}, "e") is None
+
+
+def test_the_rest_answer_carries_a_plain_text_traceback():
+    from kernels.execution import plain_traceback
+
+    error = {
+        "ename": "ZeroDivisionError",
+        "evalue": "division by zero",
+        "traceback": [
+            "\x1b[0;31m---------\x1b[0m",
+            "Cell \x1b[0;32mIn[1], line 1\x1b[0m\n\x1b[0;32m----> 1\x1b[0m 1/0",
+            "\x1b[0;31mZeroDivisionError\x1b[0m: division by zero",
+        ],
+    }
+    text = plain_traceback(error)
+    assert "\x1b" not in text and "Cell In[1], line 1" in text
+    assert text.endswith("ZeroDivisionError: division by zero")
+    assert plain_traceback({"ename": "KernelDied", "evalue": "gone", "traceback": []}) == (
+        "KernelDied: gone"
+    )

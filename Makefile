@@ -17,12 +17,12 @@ test: deps lint
 	$(PY) -m pytest $(ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check server kernels tests bench notebooks client examples
-	$(VENV)/bin/ruff format --check server kernels tests bench notebooks client examples
+	$(VENV)/bin/ruff check server kernels files transcript packages tests bench notebooks client examples
+	$(VENV)/bin/ruff format --check server kernels files transcript packages tests bench notebooks client examples
 
 format: $(VENV)/.installed
-	$(VENV)/bin/ruff format server kernels tests bench notebooks client examples
-	$(VENV)/bin/ruff check --fix server kernels tests bench notebooks client examples
+	$(VENV)/bin/ruff format server kernels files transcript packages tests bench notebooks client examples
+	$(VENV)/bin/ruff check --fix server kernels files transcript packages tests bench notebooks client examples
 
 # Ours vs Jupyter Kernel Gateway vs a bare ZMQ kernel (bench/README.md). The driver and
 # Kernel Gateway live in their own .bench-venv; BENCH_QUICK=1 for a short smoke run.

@@ -29,3 +29,7 @@ class CapacityExceeded(KernelError):
 
 class QueueFull(KernelError):
     code = "queue_full"
+
+
+class PackagesDisabled(KernelError):
+    code = "packages_disabled"

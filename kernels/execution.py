@@ -110,6 +110,7 @@ class Execution:
     timeout: float
     cell_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # client ids may repeat
     interrupt_requested: bool = False  # interrupted before it reached its kernel
+    install_packages: list[str] = field(default_factory=list)  # installed before the code
     done: asyncio.Future[Cell] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )

@@ -95,6 +95,11 @@ class Launcher(Protocol):
         """Host pids of every process of the kernel (the kernel, its wrappers, children)."""
         ...
 
+    async def add_packages(self, slot: KernelSlot, dirs: list[Path]) -> list[str]:
+        """Make installed package dirs readable by the running kernel; the paths it must
+        put on its `sys.path`."""
+        ...
+
     def process_limit_hits(self, slot: KernelSlot) -> int:
         """How many times the kernel's process limit refused a fork (0 where unknown)."""
         ...
@@ -220,6 +225,9 @@ class LocalLauncher:
     def processes(self, slot: KernelSlot) -> set[int]:
         pid = self._pids.get(slot.kernel_id)
         return descendants(pid) if pid is not None else set()
+
+    async def add_packages(self, slot: KernelSlot, dirs: list[Path]) -> list[str]:
+        return [str(d) for d in dirs]
 
     def process_limit_hits(self, slot: KernelSlot) -> int:
         return 0

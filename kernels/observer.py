@@ -7,10 +7,11 @@ back into the session.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .execution import Cell, EventSink, FileWatch, Started
+from .installs import SessionPackages
 from .outputs import Output
 from .states import SessionState
 
@@ -25,6 +26,7 @@ class SessionView(Protocol):
     last_activity: float
     execution_count: int
     last_kernel_id: str
+    packages: SessionPackages
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Resume:
     last_seq: int = 0
     sink: EventSink | None = None
     last_kernel_id: str = ""
+    packages: list[str] = field(default_factory=list)  # what the user's session installed
 
 
 class SessionObserver(Protocol):

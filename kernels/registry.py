@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import CapacityExceeded, SessionNotFound
+from .installs import PackageSource
 from .limits import Limits
 from .pool import KernelPool
 from .session import KernelSession, NoObserver, SessionObserver
@@ -29,11 +30,13 @@ class SessionRegistry:
         observer: SessionObserver | None = None,
         max_sessions: int = 100,
         max_sessions_per_tenant: int = 0,
+        packages: PackageSource | None = None,
     ) -> None:
         self.pool = pool
         self.limits = limits
         self.work_dir_for = work_dir_for
         self.observer: SessionObserver = observer or NoObserver()
+        self.packages = packages
         self.max_sessions = max_sessions
         self.max_per_tenant = max_sessions_per_tenant or max_sessions
         self._sessions: dict[Key, KernelSession] = {}
@@ -73,7 +76,7 @@ class SessionRegistry:
             work_dir.mkdir(parents=True, exist_ok=True)
             resume = await self.observer.resume(tenant, user)
             session = KernelSession(
-                tenant, user, work_dir, self.pool, self.limits, self.observer, resume
+                tenant, user, work_dir, self.pool, self.limits, self.observer, resume, self.packages
             )
             self._sessions[key] = session
             try:

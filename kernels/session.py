@@ -21,6 +21,8 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from packages.errors import PackageError
+
 from .disk_guard import DiskGuard
 from .errors import KernelError, QueueFull, SessionClosed
 from .events import EventLog
@@ -32,6 +34,7 @@ from .execution import (
     describe_exit,
     emit,
 )
+from .installs import PackageSource, PipCommandRefused, SessionPackages, described, split_pip
 from .kernel import Kernel, KernelExit
 from .late import LateOutput
 from .launcher import cpu_seconds
@@ -60,6 +63,7 @@ class KernelSession:
         limits: Limits,
         observer: SessionObserver | None = None,
         resume: Resume | None = None,
+        packages: PackageSource | None = None,
     ) -> None:
         resume = resume or Resume()
         self.tenant = tenant
@@ -81,6 +85,7 @@ class KernelSession:
             resume.sink,
         )
         self.observer: SessionObserver = observer or NoObserver()
+        self.packages = SessionPackages(packages, resume.packages)
         self.file_watch = file_watch = self.observer.file_watch(tenant, user)
         self._late: LateOutput | None = None
         self._kernel_lock = asyncio.Lock()
@@ -146,16 +151,24 @@ class KernelSession:
             return kernel
 
     def submit(
-        self, code: str, exec_id: str | None = None, timeout: float | None = None
+        self,
+        code: str,
+        exec_id: str | None = None,
+        timeout: float | None = None,
+        install_packages: list[str] | None = None,
     ) -> Execution:
-        """Queue `code`; the returned execution's `done` resolves with its `Cell`."""
+        """Queue `code` (after installing `install_packages`); the returned execution's
+        `done` resolves with its `Cell`."""
         if self.state is SessionState.CLOSED:
             raise SessionClosed("session is closed")
         if len(self._waiting) >= self.limits.max_queue:
             raise QueueFull(f"{self.limits.max_queue} executions are already queued")
         timeout = self.limits.default_timeout if timeout is None else timeout
         execution = Execution(
-            exec_id or uuid.uuid4().hex, code, min(timeout, self.limits.max_timeout)
+            exec_id or uuid.uuid4().hex,
+            code,
+            min(timeout, self.limits.max_timeout),
+            install_packages=list(install_packages or []),
         )
         position = len(self._waiting) + (1 if self._running else 0)
         self._waiting.append(execution)
@@ -348,7 +361,6 @@ class KernelSession:
         restarted = bool(self.last_kernel_id) and kernel.id != self.last_kernel_id
         self.last_kernel_id = kernel.id
         collector = self._collector()
-        budget = self.limits.budget()
         started, t0 = time.time(), time.perf_counter()
         first_seq = self.events.last_seq + 1
         self._set_state(SessionState.BUSY, execution.id)
@@ -359,28 +371,15 @@ class KernelSession:
         before = await self.file_watch.snapshot() if self.file_watch else None
         if before is not None and self._disk is not None:
             self._disk.rebase(before.used)  # this execution's growth counts from here
-        forks_refused = kernel.process_limit_hits()
-        msg_id = kernel.execute(execution.code)
-        queue = kernel.listen(msg_id, budget)
         info = Started(
             execution.cell_id, execution.id, execution.code, kernel.id, first_seq, started
         )
         self.observer.execution_started(self, info)
-        status = await self._pump_in_time(run, queue, execution)
-        run.finish()
-        if run.overrun:  # the disk guard stopped it (or it ended as the guard fired)
+        code = await self._with_packages(run, execution)
+        if code is None:
             status = CellStatus.ERROR
-            run.emit(error_event("DiskQuotaExceeded", run.overrun))
-        if kernel is self.kernel and kernel.alive:
-            await self._after_execution(kernel, run, forks_refused)
-            if run.overrun is None and kernel is not self.kernel:
-                status = CellStatus.ERROR  # replaced for its process limit
-        if kernel is self.kernel and kernel.alive and self._late is not None:
-            self._late.adopt(msg_id, execution.id, execution.cell_id, collector, budget)
-            while not queue.empty():  # what arrived since the pump ended is late output
-                self._late.queue.put_nowait(queue.get_nowait())
         else:
-            kernel.unlisten(msg_id)
+            status = await self._execute(run, kernel, code, execution)
         files = await self._announce_files(before, execution.id)
         if run.exit is not None and not run.exit.expected:
             status = CellStatus.ERROR
@@ -409,6 +408,63 @@ class KernelSession:
             self._set_state(SessionState.IDLE, execution.id)
         cell.last_seq = self._publish(cell.done_event(), execution.id)
         return cell
+
+    async def _with_packages(self, run: Run, execution: Execution) -> str | None:
+        """The code to run once the packages it asks for (`install_packages`, `%pip install`
+        lines) are installed and every package of the session is mounted; None (with the
+        error told) when that cannot be."""
+        try:
+            code, from_pip = split_pip(execution.code)
+            wanted = [*execution.install_packages, *from_pip]
+            if wanted:
+                await self.install_packages(wanted, run)
+            await self.packages.mount(run.kernel)
+        except (PipCommandRefused, PackageError, KernelError) as exc:  # refused, failed...
+            run.emit(error_event(type(exc).__name__, str(exc)))
+            return None
+        return code
+
+    async def install_packages(self, requirements: list[str], run: Run | None = None) -> list[Any]:
+        """Install `requirements` for this session and mount them in its kernel; progress
+        goes to `run`'s cell (as stdout) and to watchers (`package` events)."""
+
+        def progress(text: str) -> None:
+            if run is not None:
+                run.emit({"type": "stream", "name": "stdout", "text": f"[packages] {text}\n"})
+
+        installed = await self.packages.install(requirements, progress)
+        for item in installed:
+            event = {"type": "package", **described(item)}
+            self._publish(event, run.exec_id if run is not None else None)
+        if self.kernel is not None and self.kernel.alive and run is None:
+            await self.packages.mount(self.kernel)
+        return installed
+
+    async def _execute(
+        self, run: Run, kernel: Kernel, code: str, execution: Execution
+    ) -> CellStatus:
+        """Send `code` and pump its messages; then stop what it left running and hand its
+        request on to late output."""
+        budget = self.limits.budget()
+        forks_refused = kernel.process_limit_hits()
+        msg_id = kernel.execute(code)
+        queue = kernel.listen(msg_id, budget)
+        status = await self._pump_in_time(run, queue, execution)
+        run.finish()
+        if run.overrun:  # the disk guard stopped it (or it ended as the guard fired)
+            status = CellStatus.ERROR
+            run.emit(error_event("DiskQuotaExceeded", run.overrun))
+        if kernel is self.kernel and kernel.alive:
+            await self._after_execution(kernel, run, forks_refused)
+            if run.overrun is None and kernel is not self.kernel:
+                status = CellStatus.ERROR  # replaced for its process limit
+        if kernel is self.kernel and kernel.alive and self._late is not None:
+            self._late.adopt(msg_id, execution.id, execution.cell_id, run.collector, budget)
+            while not queue.empty():  # what arrived since the pump ended is late output
+                self._late.queue.put_nowait(queue.get_nowait())
+        else:
+            kernel.unlisten(msg_id)
+        return status
 
     async def _pump_in_time(
         self, run: Run, queue: asyncio.Queue[Any], execution: Execution

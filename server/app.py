@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import tornado.web
@@ -17,6 +18,8 @@ from kernels.launcher import KernelCommand, Launcher, default_kernel_python
 from kernels.pool import KernelPool
 from kernels.registry import SessionRegistry
 from kernels.sandbox import cleanup_leftovers, make_launcher
+from packages.allowlist import Allowlist
+from packages.installer import PackageInstaller
 from transcript.store.base import Store
 from transcript.store.sqlite import SqliteStore
 from transcript.transcript import Transcript
@@ -49,6 +52,7 @@ def make_routes(state: AppState) -> list[tuple[str, type, dict[str, Any]]]:
         (rf"/api/sessions/{USER}/execute", h.ExecuteHandler, kw),
         (rf"/api/sessions/{USER}/interrupt", h.InterruptHandler, kw),
         (rf"/api/sessions/{USER}/restart", h.RestartHandler, kw),
+        (rf"/api/sessions/{USER}/packages", h.PackagesHandler, kw),
         (rf"/api/sessions/{USER}/notebook", NotebookHandler, kw),
         (rf"/api/sessions/{USER}/notes", NotesHandler, kw),
         (rf"/api/sessions/{USER}/ws", SessionSocket, kw),
@@ -78,6 +82,22 @@ def launcher_for(settings: Settings) -> Launcher:
             # the kernel drops stream text past this before buffering it (startup code)
             extra_env={"KSS_OUTPUT_CAP_BYTES": str(settings.limits.client_cap)},
         ),
+    )
+
+
+def package_installer(settings: Settings) -> PackageInstaller | None:
+    """The installer of allowlisted packages, or None with `--package-allowlist off`."""
+    if settings.package_allowlist == "off":
+        return None
+    listed = Path(settings.package_allowlist) if settings.package_allowlist else None
+    return PackageInstaller(
+        settings.data_dir / "packages",
+        Allowlist.read(listed),
+        settings.kernel_python or default_kernel_python(),  # wheels for the kernels' Python
+        index=settings.package_index,
+        only_binary=settings.package_only_binary,
+        timeout=settings.package_install_timeout,
+        max_bytes=settings.package_max_bytes,
     )
 
 
@@ -127,6 +147,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
             SessionRecorder(transcript, files),
             max_sessions=settings.max_sessions,
             max_sessions_per_tenant=settings.max_sessions_per_tenant,
+            packages=package_installer(settings),
         )
         stack.push_async_callback(registry.close_all)
 

@@ -90,6 +90,26 @@ class Settings:
     max_connections: int = field(
         default=0, metadata=_help("open connections in total (0: from the open-file limit)")
     )
+    package_allowlist: str = field(
+        default="",
+        metadata=_help(
+            "file of package names sessions may install, one a line ('': the default list, "
+            "packages/allowlist.txt; 'off': no installs)"
+        ),
+    )
+    package_index: str = field(
+        default="",
+        metadata=_help("where installs come from: '' pip's own configuration, a URL, or a dir"),
+    )
+    package_only_binary: bool = field(
+        default=True, metadata=_help("install wheels only, never build from source (on or off)")
+    )
+    package_install_timeout: float = field(
+        default=300, metadata=_help("seconds one package install may take")
+    )
+    package_max_bytes: int = field(
+        default=1_000_000_000, metadata=_help("largest one installed distribution may be")
+    )
     sandbox: str = field(
         default="on",
         metadata=_help("on or off: run kernels under bubblewrap (off is unsafe)", choices=ON_OFF),

@@ -29,9 +29,16 @@ from kernels.errors import (
     KernelDied,
     KernelError,
     KernelStartFailed,
+    PackagesDisabled,
     QueueFull,
     SessionClosed,
     SessionNotFound,
+)
+from packages.errors import (
+    PackageError,
+    PackageInstallFailed,
+    PackageInstallTimeout,
+    PackageRefused,
 )
 
 from .protocol import ProtocolError
@@ -52,6 +59,10 @@ DOMAIN_STATUS: dict[type[Exception], int] = {
     CapacityExceeded: 503,
     KernelStartFailed: 503,
     KernelDied: 503,
+    PackageRefused: 403,
+    PackagesDisabled: 403,
+    PackageInstallFailed: 422,
+    PackageInstallTimeout: 504,
 }
 
 
@@ -59,7 +70,7 @@ def error_status(exc: BaseException) -> tuple[int, str, str]:
     """(status, code, message) for any exception a handler lets escape."""
     if isinstance(exc, ProtocolError):
         return exc.status, exc.code, exc.message
-    if isinstance(exc, KernelError | FileAreaError):
+    if isinstance(exc, KernelError | FileAreaError | PackageError):
         status = next((DOMAIN_STATUS[t] for t in type(exc).__mro__ if t in DOMAIN_STATUS), 500)
         return status, exc.code, str(exc)
     if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES:
@@ -95,7 +106,8 @@ def log_exception(
 ) -> bool:
     """Log an expected failure as one line; False when it is a bug to log with traceback."""
     where = f"{handler.request.method} {handler.request.path}"
-    if isinstance(value, ProtocolError | KernelError | FileAreaError | tornado.web.HTTPError):
+    expected = ProtocolError | KernelError | FileAreaError | PackageError | tornado.web.HTTPError
+    if isinstance(value, expected):
         log.info("%s -> %s", where, value)
         return True
     if isinstance(value, OSError) and value.errno in OUT_OF_RESOURCES:

@@ -11,6 +11,7 @@ from kernels.storable import clean, may_hold_surrogates
 
 USER_RE = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
 EXEC_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+MAX_PACKAGES = 20  # requirements in one request
 ASCII_DIGITS_RE = re.compile(r"[0-9]+")  # not isdigit(): it takes superscripts, other scripts
 MAX_DIGITS = 18  # every count we take fits in 63 bits
 
@@ -33,6 +34,7 @@ class ExecuteRequest:
     code: str
     timeout: float | None = None
     id: str | None = None
+    install_packages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,19 @@ def parse_execute(obj: dict[str, Any], max_code_bytes: int, max_timeout: float) 
         raise ProtocolError(
             400, "invalid_field", "'id' must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
         )
-    return ExecuteRequest(code=code, timeout=timeout, id=exec_id)
+    install = parse_packages(obj.get("install_packages", []), "install_packages")
+    return ExecuteRequest(code=code, timeout=timeout, id=exec_id, install_packages=install)
+
+
+def parse_packages(value: Any, field: str = "packages") -> tuple[str, ...]:
+    """A list of at most MAX_PACKAGES requirement strings (the allowlist judges them)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProtocolError(400, "invalid_field", f"'{field}' must be a list of package names")
+    if len(value) > MAX_PACKAGES or any(not 0 < len(v) <= 200 for v in value):
+        raise ProtocolError(
+            400, "invalid_field", f"'{field}' takes 1-{MAX_PACKAGES} names of 1-200 characters"
+        )
+    return tuple(value)
 
 
 def frame_object(raw: str | bytes) -> dict[str, Any]:

@@ -56,6 +56,7 @@ def record_of(session: SessionView) -> SessionRecord:
         execution_count=session.execution_count,
         state=str(session.state),
         kernel_id=session.last_kernel_id,
+        packages=list(session.packages.requirements),
     )
 
 

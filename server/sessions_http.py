@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 
 from kernels.errors import SessionNotFound
+from kernels.installs import described
 
 from .api import ApiHandler
-from .protocol import parse_execute
+from .protocol import ProtocolError, parse_execute, parse_packages
 
 
 class HealthHandler(ApiHandler):
@@ -86,9 +87,27 @@ class ExecuteHandler(ApiHandler):
             self.json_body(), settings.max_code_bytes, settings.limits.max_timeout
         )
         session, _ = await self.state.registry.ensure(self.tenant, user)
-        execution = session.submit(request.code, request.id, request.timeout)
+        execution = session.submit(
+            request.code, request.id, request.timeout, list(request.install_packages)
+        )
         cell = await execution.done
         self.write_json(cell.summary())
+
+
+class PackagesHandler(ApiHandler):
+    """`POST .../packages {"packages": [...]}`: install for the user's session, now."""
+
+    async def post(self, user: str) -> None:
+        user = self.user_arg(user)
+        body = self.json_body()
+        if "packages" not in body:
+            raise ProtocolError(400, "missing_field", "'packages' is required")
+        requirements = parse_packages(body["packages"])
+        if not requirements:
+            raise ProtocolError(400, "invalid_field", "'packages' is empty")
+        session, _ = await self.state.registry.ensure(self.tenant, user)
+        installed = await session.install_packages(list(requirements))
+        self.write_json({"packages": [described(p) for p in installed]})
 
 
 class InterruptHandler(ApiHandler):

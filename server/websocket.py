@@ -136,7 +136,9 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
                         self._restart(session), name="ws-restart"
                     )
                 return
-            session.submit(request.code, request.id, request.timeout)
+            session.submit(
+                request.code, request.id, request.timeout, list(request.install_packages)
+            )
         except (ProtocolError, KernelError) as exc:
             _, code, text = error_status(exc)
             rejected: dict[str, Any] = {

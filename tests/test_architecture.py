@@ -2,8 +2,8 @@
 
 Every import counts, also one under `TYPE_CHECKING` or inside a function: a cycle there is
 still a cycle for a reader. The layers, from the top: the web layer (`server`), the
-transcript (`transcript`), the kernel layer (`kernels`), the user's file area (`files`). A
-package may import only packages below it.
+transcript (`transcript`), the kernel layer (`kernels`), package installs (`packages`), the user's
+file area (`files`). A package may import only packages below it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["server", "transcript", "kernels", "files"]  # top first
+LAYERS = ["server", "transcript", "kernels", "packages", "files"]  # top first
 
 
 def module_name(path: Path) -> str:

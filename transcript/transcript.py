@@ -62,7 +62,9 @@ class Transcript:
         def sink(seq: int, encoded: str) -> None:
             self._queue.put_nowait(("event", (tenant, user, seq, encoded)))
 
-        return Resume(last, sink, record.kernel_id if record else "")
+        if record is None:
+            return Resume(last, sink)
+        return Resume(last, sink, record.kernel_id, list(record.packages))
 
     def cell_started(self, session: SessionView, info: Started) -> None:
         record = CellRecord(

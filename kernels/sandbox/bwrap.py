@@ -25,14 +25,19 @@ from .policy import SandboxPolicy, SandboxUnavailable
 WORK_DIR = "/mnt/data"
 SANDBOX_ENV = "/opt/kernel/env"  # the kernel venv, read-only
 SANDBOX_STARTUP = "/opt/kernel/startup"  # kernels/startup, read-only
+KERNEL_PACKAGES = "/opt/kernel/packages"  # installed packages, one read-only bind each
 KERNEL_RUNTIME = "/run/kernel"  # the kernel's runtime dir (connection file, ipc sockets)
 PASS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # host CPU quirks the kernel must keep
 TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 NPROC_SLACK = 16  # RLIMIT_NPROC above the pids cgroup limit: the cgroup refuses first
 # Joins the cgroups named before "--", then becomes the rest of the command line.
 JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 97; shift; done; shift; exec "$@"'
-# User mode, inside the extra namespace: make the slot dir a shared mount, then run bwrap.
-SHARE_SLOT = 'mount --bind "$0" "$0" && mount --make-shared "$0" && exec "$@"'
+# User mode, inside the extra namespace: make the two slot dirs ($0: the work dir's, $1:
+# the packages') shared mounts, so binds made there later reach the sandbox; then run bwrap.
+SHARE_SLOTS = (
+    'for d in "$0" "$1"; do mount --bind "$d" "$d" && mount --make-shared "$d" || exit 96; '
+    'done; shift; exec "$@"'
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Box:
 
     uid: int
     slot_dir: Path  # bound at /mnt/data; the user's work dir is bound onto it when claimed
+    packages_dir: Path  # bound read-only at /opt/kernel/packages; packages bound below it
     runtime_dir: Path  # bound at /run/kernel: the connection file and ipc sockets
     connection_file: str  # its name in the runtime dir
     cgroup_procs: tuple[str, ...] = ()  # the kernel's cgroups, joined before anything runs
@@ -159,6 +165,7 @@ def command_line(
         bw += ["--perms", "0644", "--file", data(Path(path).read_bytes()), inside_path]
         startup.append(inside_path)
     bw += ["--dir", "/mnt", "--bind", str(box.slot_dir), WORK_DIR]
+    bw += ["--ro-bind", str(box.packages_dir), KERNEL_PACKAGES]
     bw += ["--bind", str(box.runtime_dir), KERNEL_RUNTIME]
     bw += ["--remount-ro", "/", "--chdir", WORK_DIR, "--clearenv"]
     for key, value in env.items():
@@ -178,7 +185,8 @@ def command_line(
         inner = [*drop, "--clear-groups", "--no-new-privs", "--", *inner_bw]
     else:
         ns = [t["unshare"], "--user", "--map-root-user", "--mount", "--"]
-        inner = [*ns, t["sh"], "-c", SHARE_SLOT, str(box.slot_dir), *inner_bw]
+        slots = [str(box.slot_dir), str(box.packages_dir)]
+        inner = [*ns, t["sh"], "-c", SHARE_SLOTS, *slots, *inner_bw]
     argv = [t["prlimit"], *limits, "--", *inner]
     if box.cgroup_procs:
         join = [t["sh"], "-c", JOIN_CGROUPS, "kss-join", *box.cgroup_procs, "--"]

@@ -39,6 +39,7 @@ from kernels.sandbox.uids import UidPool, processes_by_uid
 
 from . import mounts, seccomp
 from .bwrap import (
+    KERNEL_PACKAGES,
     KERNEL_RUNTIME,
     TOOL_PATH,
     WORK_DIR,
@@ -60,6 +61,11 @@ class _Kernel:
     uid: int
     slot_dir: Path
     cgroup: KernelCgroup | None
+
+    @property
+    def packages_dir(self) -> Path:
+        return self.slot_dir.with_name(self.slot_dir.name + ".pkg")
+
     process: asyncio.subprocess.Process | None = None
     work_dir: Path | None = None
 
@@ -123,6 +129,7 @@ class SandboxLauncher:
             box = Box(
                 uid=kernel.uid,
                 slot_dir=kernel.slot_dir,
+                packages_dir=kernel.packages_dir,
                 runtime_dir=slot.runtime_dir,
                 connection_file=slot.connection_file.name,
                 cgroup_procs=tuple(kernel.cgroup.procs_files) if kernel.cgroup else (),
@@ -175,6 +182,23 @@ class SandboxLauncher:
         log.info("kernel %s claimed work dir %s", slot.kernel_id, work_dir)
         return WORK_DIR
 
+    async def add_packages(self, slot: KernelSlot, dirs: list[Path]) -> list[str]:
+        """Bind each package dir read-only below the kernel's /opt/kernel/packages."""
+        kernel = self._kernels[slot.kernel_id]
+        inside = []
+        for source in dirs:
+            target = kernel.packages_dir / source.name
+            await asyncio.to_thread(target.mkdir, exist_ok=True)
+            if self.privileged:
+                stage = self.state / "stage" / f"{slot.kernel_id}-{source.name}"
+                await asyncio.to_thread(mounts.bind_host, source, target, stage, True)
+            else:
+                assert kernel.process is not None
+                await _wait_own_mount_ns(kernel.process.pid)
+                await mounts.bind_in_namespace(kernel.process.pid, source, target, readonly=True)
+            inside.append(f"{KERNEL_PACKAGES}/{source.name}")
+        return inside
+
     async def release(self, slot: KernelSlot) -> None:
         kernel = self._kernels.pop(slot.kernel_id, None)
         if kernel is None:
@@ -220,6 +244,7 @@ class SandboxLauncher:
         kernel = _Kernel(uid, self.state / "mnt" / kid, None)
         try:
             kernel.slot_dir.mkdir(mode=0o700, exist_ok=True)
+            kernel.packages_dir.mkdir(mode=0o755, exist_ok=True)
             for path, mode in ((slot.runtime_dir, 0o700), (slot.connection_file, 0o600)):
                 if self.privileged:
                     os.chown(path, uid, uid)
@@ -239,8 +264,10 @@ class SandboxLauncher:
         if self.privileged:
             try:
                 mounts.unbind_host(kernel.slot_dir)
+                for point in mounts.mounts_under(kernel.packages_dir):
+                    mounts.umount(point)
             except OSError as exc:
-                log.error("kernel %s: cannot unmount %s: %s", kid, kernel.slot_dir, exc)
+                log.error("kernel %s: cannot unmount its slots: %s", kid, exc)
         if kernel.cgroup:
             kernel.cgroup.destroy()
         with contextlib.suppress(FileNotFoundError):
@@ -248,6 +275,11 @@ class SandboxLauncher:
                 log.error("kernel %s: %s still mounted, left in place", kid, kernel.slot_dir)
             else:
                 kernel.slot_dir.rmdir()  # never rmtree: it may have been a user's work dir
+        with contextlib.suppress(FileNotFoundError):
+            if not mounts.mounts_under(kernel.packages_dir):  # only empty mount points left
+                for entry in kernel.packages_dir.iterdir():
+                    entry.rmdir()
+                kernel.packages_dir.rmdir()
         if self.uids:
             strays = processes_by_uid(range(kernel.uid, kernel.uid + 1)).get(kernel.uid, [])
             for pid in strays:

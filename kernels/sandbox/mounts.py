@@ -18,6 +18,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_REMOUNT = 32
@@ -65,8 +66,9 @@ def make_shared_root(path: Path) -> None:
     mount(None, str(path), MS_SHARED | MS_REC)
 
 
-def bind_host(source: Path, slot: Path, stage: Path) -> None:
-    """Root mode: bind `source` onto `slot` (nosuid, nodev), replacing an earlier bind.
+def bind_host(source: Path, slot: Path, stage: Path, readonly: bool = False) -> None:
+    """Root mode: bind `source` onto `slot` (nosuid, nodev, and read-only if asked),
+    replacing an earlier bind.
 
     Mount flags do not propagate on remount, so the flags are set on a private staging
     mount (`stage`, outside the shared tree) first; the bind onto `slot` copies them.
@@ -76,7 +78,8 @@ def bind_host(source: Path, slot: Path, stage: Path) -> None:
     mount(str(source), str(stage), MS_BIND)
     try:
         mount(None, str(stage), MS_PRIVATE)
-        mount(None, str(stage), MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
+        flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (MS_RDONLY if readonly else 0)
+        mount(None, str(stage), flags)
         mount(str(stage), str(slot), MS_BIND)
     finally:
         unbind_host(stage)
@@ -89,12 +92,13 @@ def unbind_host(slot: Path) -> None:
         umount(str(slot))
 
 
-async def bind_in_namespace(pid: int, source: Path, slot: Path) -> None:
+async def bind_in_namespace(pid: int, source: Path, slot: Path, readonly: bool = False) -> None:
     """User mode: bind `source` onto `slot` inside the user+mount namespace of `pid`."""
     nsenter = ["nsenter", "-t", str(pid), "-U", "-m", "--preserve-credentials", "--"]
+    options = "remount,bind,nosuid,nodev" + (",ro" if readonly else "")
     steps = [
         ["mount", "--bind", str(source), str(slot)],
-        ["mount", "-o", "remount,bind,nosuid,nodev", str(slot)],
+        ["mount", "-o", options, str(slot)],
     ]
     for step in steps:
         proc = await asyncio.create_subprocess_exec(

@@ -308,7 +308,13 @@ async def test_processes_an_execution_leaves_running_are_stopped(srv):
     assert r["status"] == "ok", r
     interrupted = await srv.api.call("POST", f"/api/sessions/{user}/interrupt")
     assert interrupted.json == {"interrupted": False}
-    r = await run(srv, "import os\nos.path.exists(f\"/proc/{open('spinner.pid').read()}\")", user)
+    alive = (
+        "pid = open('spinner.pid').read()\n"
+        "try:\n    state = open(f'/proc/{pid}/stat').read().rpartition(')')[2].split()[0]\n"
+        "except OSError:\n    state = 'gone'\n"
+        "state not in ('gone', 'Z', 'X')"  # a zombie is stopped, waiting for its reaper
+    )
+    r = await run(srv, alive, user)
     assert r["result"] == {"text/plain": "False"}, r
     assert r["kernel_restarted"] is False
 

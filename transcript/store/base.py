@@ -37,10 +37,11 @@ class SessionRecord:
     execution_count: int = 0
     state: str = "closed"
     kernel_id: str = ""  # the kernel of the session's last execution
+    packages: list[str] = field(default_factory=list)  # what the session installed
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["tenant"], data["kernel_id"]
+        del data["tenant"], data["kernel_id"], data["packages"]
         return data
 
 

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     execution_count INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL,
     kernel_id TEXT NOT NULL DEFAULT '',
+    packages TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (tenant, user)
 );
 CREATE INDEX IF NOT EXISTS sessions_last_activity ON sessions (last_activity);
@@ -69,7 +70,9 @@ CREATE INDEX IF NOT EXISTS files_expired ON files (tenant, user, expired_at)
     WHERE expired_at IS NOT NULL;
 """
 
-SESSION_COLUMNS = "tenant, user, created, last_activity, execution_count, state, kernel_id"
+SESSION_COLUMNS = (
+    "tenant, user, created, last_activity, execution_count, state, kernel_id, packages"
+)
 FILE_COLUMNS = "name, mtime_ns, size, inode, origin, sha256"
 MAX_EXPIRED = 10_000  # names remembered as expired per user, newest kept
 IN_BATCH = 500  # names per `IN (...)`: well under SQLite's limit on parameters
@@ -77,6 +80,11 @@ IN_BATCH = 500  # names per `IN (...)`: well under SQLite's limit on parameters
 CELL_COLUMNS = (
     "tenant, user, id, kind, source, created, status, execution_count, outputs, metadata, first_seq"
 )
+
+
+def _session(row: tuple[Any, ...]) -> SessionRecord:
+    *fields, packages = row
+    return SessionRecord(*fields, packages=json.loads(packages))
 
 
 def _cell_row(c: CellRecord) -> tuple[Any, ...]:
@@ -140,8 +148,11 @@ class SqliteStore:
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
             columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
-            if "kernel_id" not in columns:  # a data dir from before the column existed
-                db.execute("ALTER TABLE sessions ADD COLUMN kernel_id TEXT NOT NULL DEFAULT ''")
+            for column, default in (("kernel_id", "''"), ("packages", "'[]'")):
+                if column not in columns:  # a data dir from before the column existed
+                    db.execute(
+                        f"ALTER TABLE sessions ADD COLUMN {column} TEXT NOT NULL DEFAULT {default}"
+                    )
             self._db = db
 
         await self._run(connect)
@@ -166,7 +177,7 @@ class SqliteStore:
     async def put_session(self, record: SessionRecord) -> None:
         await self._run(
             self._exec,
-            f"INSERT OR REPLACE INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.tenant,
                 record.user,
@@ -175,6 +186,7 @@ class SqliteStore:
                 record.execution_count,
                 record.state,
                 record.kernel_id,
+                json.dumps(record.packages),
             ),
         )
 
@@ -184,7 +196,7 @@ class SqliteStore:
             f"SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = ? AND user = ?",
             (tenant, user),
         )
-        return SessionRecord(*rows[0]) if rows else None
+        return _session(rows[0]) if rows else None
 
     async def list_sessions(self, tenant: str) -> list[SessionRecord]:
         rows = await self._run(
@@ -192,7 +204,7 @@ class SqliteStore:
             f"SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = ? ORDER BY user",
             (tenant,),
         )
-        return [SessionRecord(*row) for row in rows]
+        return [_session(row) for row in rows]
 
     async def delete_session(self, tenant: str, user: str) -> bool:
         def delete() -> bool:
@@ -210,7 +222,7 @@ class SqliteStore:
             f"SELECT {SESSION_COLUMNS} FROM sessions WHERE last_activity < ?",
             (before,),
         )
-        return [SessionRecord(*row) for row in rows]
+        return [_session(row) for row in rows]
 
     async def status(self, tenant: str) -> dict[str, Any]:
         rows = await self._run(

@@ -33,3 +33,9 @@ class QueueFull(KernelError):
 
 class PackagesDisabled(KernelError):
     code = "packages_disabled"
+
+
+class Draining(KernelError):
+    """The server is shutting down: it takes no new sessions or executions."""
+
+    code = "draining"

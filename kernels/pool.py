@@ -20,6 +20,7 @@ from .boot_gate import BACKGROUND, URGENT, BootGate
 from .errors import KernelStartFailed
 from .kernel import DEFAULT_MAX_MESSAGE_BYTES, Kernel, KernelExit
 from .launcher import Launcher
+from .stats import KernelStats
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class KernelPool:
         # executions have the cores before booting its replacement.
         self.refill_delay = refill_delay
         self.boot_gate = BootGate(max_starting or (os.cpu_count() or 1) + 1)
+        self.stats = KernelStats()  # every session of this pool counts here too
+        self.starting = 0  # kernels booting now
 
     async def start(self) -> None:
         """Clear leftovers of an earlier run and begin filling the warm pool."""
@@ -173,9 +176,14 @@ class KernelPool:
         if self._closed:
             raise KernelStartFailed("server is shutting down")
         self.runtime_root.mkdir(parents=True, exist_ok=True)
-        kernel = await Kernel.start(
-            self.launcher, self.runtime_root, self.start_timeout, self.max_message_bytes
-        )
+        self.starting += 1
+        try:
+            kernel = await Kernel.start(
+                self.launcher, self.runtime_root, self.start_timeout, self.max_message_bytes
+            )
+        finally:
+            self.starting -= 1
+        self.stats.kernels_started += 1
         if self._closed:
             await kernel.stop(grace=0)
             raise KernelStartFailed("server is shutting down")

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import CapacityExceeded, SessionNotFound
+from .errors import CapacityExceeded, Draining, SessionNotFound
 from .installs import PackageSource
 from .limits import Limits
 from .pool import KernelPool
@@ -41,6 +41,7 @@ class SessionRegistry:
         self.max_per_tenant = max_sessions_per_tenant or max_sessions
         self._sessions: dict[Key, KernelSession] = {}
         self._creating: dict[Key, asyncio.Future[KernelSession]] = {}
+        self.draining = False
 
     def get(self, tenant: str, user: str) -> KernelSession:
         session = self._sessions.get((tenant, user))
@@ -57,6 +58,10 @@ class SessionRegistry:
     def count(self) -> int:
         return len(self._sessions)
 
+    def all(self) -> list[KernelSession]:
+        """Every live session of every tenant (for operators' numbers)."""
+        return list(self._sessions.values())
+
     async def ensure(self, tenant: str, user: str) -> tuple[KernelSession, bool]:
         """The user's session, creating it (and claiming a kernel) if needed."""
         key = (tenant, user)
@@ -67,6 +72,8 @@ class SessionRegistry:
             pending = self._creating.get(key)
             if pending is not None:
                 return await asyncio.shield(pending), False
+            if self.draining:
+                raise Draining("the server is shutting down and takes no new sessions")
             if not await self._make_room(tenant):
                 break
         future: asyncio.Future[KernelSession] = asyncio.get_running_loop().create_future()
@@ -85,6 +92,7 @@ class SessionRegistry:
                 self._sessions.pop(key, None)
                 await session.close()
                 raise
+            session.draining = self.draining  # a drain that began while it started
             log.info("session %s/%s created", tenant, user)
             await self._notify(session)
             future.set_result(session)
@@ -118,6 +126,7 @@ class SessionRegistry:
             )
         log.info("reclaiming idle session %s/%s for a new one", *victim)
         await self.close(*victim)
+        self.pool.stats.kernels_culled += 1
         return True
 
     def _least_recently_used_idle(self, tenant: str | None) -> Key | None:
@@ -153,7 +162,31 @@ class SessionRegistry:
         for tenant, user in stale:
             log.info("culling idle session %s/%s", tenant, user)
             await self.close(tenant, user)
+            self.pool.stats.kernels_culled += 1
         return stale
+
+    async def drain(self, timeout: float) -> int:
+        """Take no new sessions or executions; give what was accepted `timeout` seconds to
+        end, then interrupt what still runs and abort what is queued, and give the
+        interrupted the interrupt grace to end. Returns how many were cut short."""
+        self.draining = True
+        for session in self._sessions.values():
+            session.draining = True
+        pending = [f for s in self._sessions.values() for f in s.pending()]
+        if pending:
+            log.info("draining: %d executions may run for up to %g s", len(pending), timeout)
+            await asyncio.wait(pending, timeout=timeout)
+        late_sessions = [s for s in self._sessions.values() if s.busy]
+        if not late_sessions:
+            return 0
+        cut = sum(len(s.pending()) for s in late_sessions)
+        log.warning("draining: interrupting %d executions still running or queued", cut)
+        for session in late_sessions:
+            session.abandon()
+        running = [f for s in late_sessions for f in s.pending()]
+        if running:
+            await asyncio.wait(running, timeout=self.limits.interrupt_grace + 1)
+        return cut
 
     async def close_all(self) -> None:
         sessions = list(self._sessions.values())

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from packages.errors import PackageError
 
+from . import log_context
 from .disk_guard import DiskGuard
-from .errors import KernelError, QueueFull, SessionClosed
+from .errors import Draining, KernelError, QueueFull, SessionClosed
 from .events import EventLog
 from .execution import (
     Cell,
@@ -42,6 +43,7 @@ from .limits import Limits
 from .observer import NoObserver, Resume, SessionObserver
 from .outputs import OutputCollector, error_event
 from .states import CellStatus, SessionState
+from .stats import LimitHit, Replaced
 
 if TYPE_CHECKING:
     from .pool import KernelPool
@@ -87,6 +89,7 @@ class KernelSession:
         self.observer: SessionObserver = observer or NoObserver()
         self.packages = SessionPackages(packages, resume.packages)
         self.file_watch = file_watch = self.observer.file_watch(tenant, user)
+        self.draining = False  # set by the registry's drain: no more submissions
         self._late: LateOutput | None = None
         self._kernel_lock = asyncio.Lock()
         self._waiting: deque[Execution] = deque()  # queued, in arrival order
@@ -118,9 +121,14 @@ class KernelSession:
             "created": self.created,
             "last_activity": self.last_activity,
             "execution_count": self.execution_count,
-            "queued": len(self._waiting),
+            "queued": self.queued,
             "connections": self.events.subscriber_count,
         }
+
+    @property
+    def queued(self) -> int:
+        """Executions waiting behind the running one."""
+        return len(self._waiting)
 
     @property
     def busy(self) -> bool:
@@ -161,6 +169,8 @@ class KernelSession:
         `done` resolves with its `Cell`."""
         if self.state is SessionState.CLOSED:
             raise SessionClosed("session is closed")
+        if self.draining:
+            raise Draining("the server is shutting down and takes no new executions")
         if len(self._waiting) >= self.limits.max_queue:
             raise QueueFull(f"{self.limits.max_queue} executions are already queued")
         timeout = self.limits.default_timeout if timeout is None else timeout
@@ -199,9 +209,24 @@ class KernelSession:
             execution.interrupt_requested = True
         return True
 
+    def pending(self) -> list[asyncio.Future[Cell]]:
+        """The `done` futures of the running and the queued executions."""
+        running = [self._running] if self._running is not None else []
+        return [e.done for e in [*running, *self._waiting]]
+
+    def abandon(self) -> None:
+        """Interrupt the running execution and end the queued ones as `aborted` (a drain
+        whose time is up); the running one ends as its interrupt makes it end."""
+        waiting, self._waiting = list(self._waiting), deque()
+        for execution in waiting:
+            cell = Cell.aborted(execution, self._collector(), self.last_kernel_id)
+            cell.last_seq = self._publish(cell.done_event(), execution.id)
+            execution.done.set_result(cell)
+        self.interrupt()
+
     async def restart(self) -> None:
         """Replace the kernel with a fresh one; a running execution ends as `aborted`."""
-        await self._drop_kernel(SessionState.RESTARTING)
+        await self._drop_kernel(SessionState.RESTARTING, why=Replaced.RESTART)
         await self.ensure_kernel()
 
     async def close(self) -> None:
@@ -261,18 +286,25 @@ class KernelSession:
             await late.close()
 
     async def _drop_kernel(
-        self, state: SessionState, exec_id: str | None = None, kill: bool = False
+        self,
+        state: SessionState,
+        exec_id: str | None = None,
+        kill: bool = False,
+        *,
+        why: Replaced,
     ) -> None:
         """Discard the kernel (the next execution gets a fresh one); `kill` ends it at once
         rather than after a graceful shutdown, for a kernel that must not run on a moment."""
-        await self._discard(*self._take_kernel(state, exec_id, kill))
+        await self._discard(*self._take_kernel(state, exec_id, kill, why=why))
 
     def _take_kernel(
-        self, state: SessionState, exec_id: str | None, kill: bool
+        self, state: SessionState, exec_id: str | None, kill: bool, *, why: Replaced
     ) -> tuple[Kernel | None, LateOutput | None]:
         """The synchronous half of `_drop_kernel`: from here on no execution can reach it."""
         self._set_state(state, exec_id)
         old, self.kernel = self.kernel, None
+        if old is not None:
+            self.pool.stats.kernels_replaced[why] += 1
         late, self._late = self._late, None
         if old is not None and kill:
             old.kill()
@@ -304,7 +336,8 @@ class KernelSession:
         # Nothing runs: a thread or a process of an earlier execution is writing.
         if self._late is not None:
             self._late.error(error_event("DiskQuotaExceeded", f"{reason}; the kernel was replaced"))
-        taken = self._take_kernel(SessionState.RESTARTING, None, kill=True)
+        self.pool.stats.limit_hits[LimitHit.DISK_QUOTA] += 1
+        taken = self._take_kernel(SessionState.RESTARTING, None, kill=True, why=Replaced.DISK_QUOTA)
         asyncio.get_running_loop().create_task(self._discard(*taken), name="disk-replace")
 
     async def _watch(self, kernel: Kernel) -> None:
@@ -315,12 +348,16 @@ class KernelSession:
             self._kernel_died(kernel, exit_)
 
     def _kernel_died(self, kernel: Kernel, exit_: KernelExit, exec_id: str | None = None) -> None:
+        self.pool.stats.kernels_died += 1
+        if exit_.oom:
+            self.pool.stats.limit_hits[LimitHit.MEMORY] += 1
         if self.kernel is kernel:
             self.kernel = None
         self._set_state(SessionState.DEAD, exec_id)
         asyncio.get_running_loop().create_task(self.pool.discard(kernel), name="discard-dead")
 
     async def _work(self) -> None:
+        log_context.bind(tenant=self.tenant, user=self.user)  # this task's lines name them
         while True:
             while not self._waiting:
                 self._arrived.clear()
@@ -328,7 +365,8 @@ class KernelSession:
             execution = self._waiting.popleft()
             self._running = execution
             try:
-                cell = await self._run(execution)
+                with log_context.bound(execution=execution.id):
+                    cell = await self._run(execution)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -338,12 +376,19 @@ class KernelSession:
                 self._running = None
                 self._run_state = None
                 self._run_scope = None
-            if not execution.done.done():
-                execution.done.set_result(cell)
-            try:
+            self.pool.stats.execution_finished(
+                cell.status,
+                cell.duration_ms / 1000,
+                cell.collector.sent_bytes,
+                cell.collector.truncated,
+            )
+            try:  # recorded before it is done: whoever waits for it finds it in the transcript
                 await self.observer.execution_finished(self, cell)
             except Exception:
                 log.exception("observer failed on a cell of %s/%s", self.tenant, self.user)
+            finally:
+                if not execution.done.done():
+                    execution.done.set_result(cell)
 
     def _failed(self, execution: Execution, exc: Exception) -> Cell:
         collector = self._collector()
@@ -358,6 +403,7 @@ class KernelSession:
     async def _run(self, execution: Execution) -> Cell:
         self.last_activity = time.time()
         kernel = await self.ensure_kernel()
+        log_context.bind(kernel=kernel.id)  # until the execution's binding is undone
         restarted = bool(self.last_kernel_id) and kernel.id != self.last_kernel_id
         self.last_kernel_id = kernel.id
         collector = self._collector()
@@ -428,6 +474,9 @@ class KernelSession:
         """Install `requirements` for this session and mount them in its kernel; progress
         goes to `run`'s cell (as stdout) and to watchers (`package` events)."""
 
+        if run is None and self.draining:
+            raise Draining("the server is shutting down and installs nothing more")
+
         def progress(text: str) -> None:
             if run is not None:
                 run.emit({"type": "stream", "name": "stdout", "text": f"[packages] {text}\n"})
@@ -454,6 +503,7 @@ class KernelSession:
         if run.overrun:  # the disk guard stopped it (or it ended as the guard fired)
             status = CellStatus.ERROR
             run.emit(error_event("DiskQuotaExceeded", run.overrun))
+            self.pool.stats.limit_hits[LimitHit.DISK_QUOTA] += 1
         if kernel is self.kernel and kernel.alive:
             await self._after_execution(kernel, run, forks_refused)
             if run.overrun is None and kernel is not self.kernel:
@@ -487,7 +537,7 @@ class KernelSession:
         except TimeoutError:
             log.warning("%r: kernel ignored interrupt after timeout; replacing", self)
             if kernel is self.kernel:
-                await self._drop_kernel(SessionState.RESTARTING, execution.id)
+                await self._drop_kernel(SessionState.RESTARTING, execution.id, why=Replaced.TIMEOUT)
         return CellStatus.TIMEOUT
 
     async def _after_execution(self, kernel: Kernel, run: Run, forks_refused: int) -> None:
@@ -505,7 +555,10 @@ class KernelSession:
                     "the kernel was replaced and variables from before are gone",
                 )
             )
-            await self._drop_kernel(SessionState.RESTARTING, run.exec_id, kill=True)
+            self.pool.stats.limit_hits[LimitHit.PIDS] += 1
+            await self._drop_kernel(
+                SessionState.RESTARTING, run.exec_id, kill=True, why=Replaced.PROCESS_LIMIT
+            )
 
     async def _announce_files(self, before: Any, exec_id: str) -> list[dict[str, Any]]:
         if self.file_watch is None:

@@ -3,26 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 
-from .app import lifespan, make_app
+import tornado.httpserver
+
+from .app import drain, lifespan, make_app
 from .config import Settings, load_settings
 from .http_server import make_http_server
 from .logs import configure_logging, flush_dropped
+from .metrics import metrics_app
 
 log = logging.getLogger("server")
 
 
 async def serve(settings: Settings) -> None:
-    stop = asyncio.Event()
+    """Serve until SIGTERM or SIGINT; then drain (`server.app.drain`) and stop. A second
+    signal cuts the drain short."""
+    stop, hurry = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def signalled() -> None:
+        (hurry if stop.is_set() else stop).set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with lifespan(settings) as state:
+        loop.add_signal_handler(sig, signalled)
+    async with lifespan(settings) as state, contextlib.AsyncExitStack() as stack:
         server = make_http_server(make_app(state), settings)
         server.listen(settings.port, settings.host)
+        if settings.metrics_port:
+            metrics_server = tornado.httpserver.HTTPServer(metrics_app(state))
+            metrics_server.listen(settings.metrics_port, settings.host)
+            stack.callback(metrics_server.stop)
         url = f"http://{settings.host}:{settings.port}"
         log.info("listening on %s (sandbox %s)", url, state.pool.launcher.mode)
         print(f"kernel session server on {url}", flush=True)
@@ -33,6 +47,17 @@ async def serve(settings: Settings) -> None:
                 flush=True,
             )
         await stop.wait()
+        log.info("draining for up to %g s", settings.drain_timeout)
+        draining = asyncio.ensure_future(drain(state, settings.drain_timeout))
+        hurried = asyncio.ensure_future(hurry.wait())
+        await asyncio.wait([draining, hurried], return_when=asyncio.FIRST_COMPLETED)
+        for task in (draining, hurried):
+            task.cancel()
+        [outcome, _] = await asyncio.gather(draining, hurried, return_exceptions=True)
+        if isinstance(outcome, Exception):
+            log.error("drain failed: %r", outcome)
+        if hurry.is_set():
+            log.warning("second signal: stopping without waiting for executions")
         log.info("stopping")
         server.stop()
         await asyncio.wait_for(server.close_all_connections(), 5)

@@ -11,9 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
+from kernels import log_context
+
 from .auth import authenticate
 from .errors import log_exception, write_error
-from .protocol import ProtocolError, parse_content_length, parse_json_object, validate_user
+from .protocol import (
+    USER_RE,
+    ProtocolError,
+    parse_content_length,
+    parse_json_object,
+    validate_user,
+)
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -49,6 +57,7 @@ class ApiHandler(tornado.web.RequestHandler):
     async def prepare(self) -> None:
         if self.auth_required:
             self.tenant = authenticate(self, self.state.auth, self.allow_query_token)
+            bind_request(self, self.tenant)
         self.content_length = parse_content_length(self.request.headers.get("Content-Length"))
         if self.content_length is not None and self.content_length > self.body_limit():
             raise ProtocolError(413, "payload_too_large", f"body over {self.body_limit()} bytes")
@@ -126,6 +135,15 @@ class ApiHandler(tornado.web.RequestHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if not log_exception(self, log, value):
             super().log_exception(typ, value, tb)
+
+
+def bind_request(handler: tornado.web.RequestHandler, tenant: str) -> None:
+    """Name the tenant and the path's user on every log line of this request (the
+    handler runs in its own task: the binding ends with it)."""
+    user = handler.path_args[0] if handler.path_args else None
+    if user is not None and not USER_RE.match(user):
+        user = "(invalid)"  # never a raw path value in a log line
+    log_context.bind(tenant=tenant, user=user)
 
 
 class NotFoundHandler(ApiHandler):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,11 @@ from . import sessions_http as h
 from .api import NotFoundHandler
 from .auth import Authenticator
 from .config import Settings
-from .files_http import file_routes
+from .files_http import FILE_ROUTES
 from .janitor import Janitor
 from .keys import server_secret
 from .logs import log_request
+from .metrics import MetricsHandler
 from .notebook_http import NotebookHandler, NotesHandler
 from .recorder import SessionRecorder
 from .state import AppState
@@ -39,25 +41,35 @@ from .websocket import SessionSocket
 
 log = logging.getLogger(__name__)
 
-USER = r"([^/]+)"
+# Route templates name their parameters; each becomes one path segment, `name` the rest.
+PARAMS = {"user": r"([^/]+)", "name": r"(.+)"}
+
+
+def route_table() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
+    """Every route: (template, handler)."""
+    return [
+        ("/api/health", h.HealthHandler),
+        ("/api/status", h.StatusHandler),
+        ("/api/sessions", h.SessionsHandler),
+        ("/api/sessions/{user}", h.SessionHandler),
+        ("/api/sessions/{user}/execute", h.ExecuteHandler),
+        ("/api/sessions/{user}/interrupt", h.InterruptHandler),
+        ("/api/sessions/{user}/restart", h.RestartHandler),
+        ("/api/sessions/{user}/packages", h.PackagesHandler),
+        ("/api/sessions/{user}/notebook", NotebookHandler),
+        ("/api/sessions/{user}/notes", NotesHandler),
+        ("/api/sessions/{user}/ws", SessionSocket),
+        *FILE_ROUTES,
+        ("/metrics", MetricsHandler),
+    ]
+
+
+def pattern(template: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: PARAMS[m.group(1)], template)
 
 
 def make_routes(state: AppState) -> list[tuple[str, type, dict[str, Any]]]:
-    kw = {"state": state}
-    return [
-        (r"/api/health", h.HealthHandler, kw),
-        (r"/api/status", h.StatusHandler, kw),
-        (r"/api/sessions", h.SessionsHandler, kw),
-        (rf"/api/sessions/{USER}", h.SessionHandler, kw),
-        (rf"/api/sessions/{USER}/execute", h.ExecuteHandler, kw),
-        (rf"/api/sessions/{USER}/interrupt", h.InterruptHandler, kw),
-        (rf"/api/sessions/{USER}/restart", h.RestartHandler, kw),
-        (rf"/api/sessions/{USER}/packages", h.PackagesHandler, kw),
-        (rf"/api/sessions/{USER}/notebook", NotebookHandler, kw),
-        (rf"/api/sessions/{USER}/notes", NotesHandler, kw),
-        (rf"/api/sessions/{USER}/ws", SessionSocket, kw),
-        *file_routes(USER, kw),
-    ]
+    return [(pattern(t), handler, {"state": state}) for t, handler in route_table()]
 
 
 def make_app(state: AppState) -> tornado.web.Application:
@@ -68,6 +80,7 @@ def make_app(state: AppState) -> tornado.web.Application:
         websocket_ping_interval=30,
         websocket_ping_timeout=30,
         log_function=log_request,
+        route_templates=[(re.compile(pattern(t)), t) for t, _ in route_table()],
     )
 
 
@@ -165,3 +178,18 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         log.info("kernels run with sandbox mode %r", launcher.mode)
         auth = Authenticator(settings.api_keys)
         yield AppState(settings, auth, store, pool, registry, transcript, files, janitor)
+
+
+async def drain(state: AppState, timeout: float) -> None:
+    """The graceful part of a stop, while the server still listens: no new sessions or
+    executions (503 `draining`, and /api/health says so), accepted executions get `timeout`
+    seconds and then an interrupt, the transcript is flushed, and every WebSocket is closed
+    with 1001 "going away" (given a moment for the close handshake)."""
+    cut = await state.registry.drain(timeout)
+    await state.transcript.flush()
+    for socket in list(state.sockets):
+        socket.close(1001, "the server is shutting down")
+    if state.sockets:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.sockets_closed.wait(), 2)
+    log.info("drained (%d executions cut short)", cut)

@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import secrets
+import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -122,6 +123,25 @@ class Settings:
     )
     log_level: str = field(
         default="INFO", metadata=_help("DEBUG, INFO, WARNING or ERROR", choices=LOG_LEVELS)
+    )
+    log_format: str = field(
+        default="",
+        metadata=_help(
+            "json (one object a line) or text ('': text on a terminal, else json)",
+            choices=("json", "text"),
+        ),
+    )
+    metrics_token: str = field(
+        default="",
+        metadata=_help("bearer token for GET /metrics on the API port ('': not served there)"),
+    )
+    metrics_port: int = field(
+        default=0,
+        metadata=_help("serve GET /metrics without a token on this port of --host (0: off)"),
+    )
+    drain_timeout: float = field(
+        default=30,
+        metadata=_help("seconds running executions get to finish on SIGTERM, then interrupted"),
     )
     limits: Limits = field(default_factory=Limits)
     sandbox_policy: SandboxPolicy = field(default_factory=SandboxPolicy)
@@ -299,7 +319,11 @@ def finalize(settings: Settings) -> Settings:
     """Validate, make paths absolute, fill derived defaults, generate a key if none."""
     for option in OPTIONS.values():
         value = _value(settings, option)
-        if option.choices and str(value).upper() not in {c.upper() for c in option.choices}:
+        if (
+            option.choices
+            and value != ""
+            and str(value).upper() not in {c.upper() for c in option.choices}
+        ):
             raise ValueError(f"{option.name}: want one of {', '.join(option.choices)}")
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             raise ValueError(f"{option.name} must not be negative")
@@ -311,11 +335,15 @@ def finalize(settings: Settings) -> Settings:
     for name in ("header_timeout", "body_idle_timeout"):
         if not getattr(settings, name) > 0:
             raise ValueError(f"{name} must be a positive number of seconds")
+    if settings.metrics_port and settings.metrics_port == settings.port:
+        raise ValueError("metrics_port must differ from port")
     data_dir = settings.data_dir
     if not str(data_dir) or data_dir == Path():
         data_dir = DEFAULT_ROOT_DATA_DIR if os.geteuid() == 0 else Path(".data")
     data_dir = data_dir.resolve()
     changes: dict[str, Any] = {"data_dir": data_dir, "log_level": settings.log_level.upper()}
+    if not settings.log_format:
+        changes["log_format"] = "text" if sys.stderr.isatty() else "json"
     if not str(settings.runtime_dir) or settings.runtime_dir == Path():
         digest = hashlib.sha1(str(data_dir).encode()).hexdigest()[:10]
         changes["runtime_dir"] = Path("/tmp") / f"kss-{os.getuid()}-{digest}"

@@ -26,6 +26,7 @@ from files.errors import (
 )
 from kernels.errors import (
     CapacityExceeded,
+    Draining,
     KernelDied,
     KernelError,
     KernelStartFailed,
@@ -57,6 +58,7 @@ DOMAIN_STATUS: dict[type[Exception], int] = {
     SessionClosed: 409,
     QueueFull: 429,
     CapacityExceeded: 503,
+    Draining: 503,
     KernelStartFailed: 503,
     KernelDied: 503,
     PackageRefused: 403,
@@ -64,6 +66,10 @@ DOMAIN_STATUS: dict[type[Exception], int] = {
     PackageInstallFailed: 422,
     PackageInstallTimeout: 504,
 }
+
+
+# Seconds a client should wait before trying again, by error code (else 5).
+RETRY_AFTER = {"queue_full": 1, "server_busy": 1, "draining": 10}
 
 
 def error_status(exc: BaseException) -> tuple[int, str, str]:
@@ -95,6 +101,8 @@ def write_error(handler: tornado.web.RequestHandler, status_code: int, **kwargs:
         code = message.lower()
     handler.set_status(status)
     handler.set_header("Content-Type", "application/json; charset=utf-8")
+    if status in (429, 503):  # passing: say when to come back (a drain: to another server)
+        handler.set_header("Retry-After", str(RETRY_AFTER.get(code, 5)))
     body_future = getattr(handler.request, "_body_future", None)
     if body_future is not None and not body_future.done():  # answered before the body
         handler.set_header("Connection", "close")

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+import tornado.web
 from tornado.iostream import StreamClosedError
 
 from files.area import (
@@ -256,9 +257,7 @@ class FileHandler(FilesBase):
         super().on_finish()
 
 
-def file_routes(user_pattern: str, kw: dict[str, Any]) -> list[tuple[str, type, dict[str, Any]]]:
-    """Routes to add to the app's table: `file_routes(USER, {"state": state})`."""
-    return [
-        (rf"/api/sessions/{user_pattern}/files", FilesHandler, kw),
-        (rf"/api/sessions/{user_pattern}/files/(.+)", FileHandler, kw),
-    ]
+FILE_ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
+    ("/api/sessions/{user}/files", FilesHandler),
+    ("/api/sessions/{user}/files/{name}", FileHandler),
+]

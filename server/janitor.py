@@ -39,6 +39,7 @@ class Janitor:
         self.transcript_ttl = transcript_ttl
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
+        self.file_bytes: int | None = None  # in every work dir, as of the last sweep
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="janitor")
@@ -53,9 +54,12 @@ class Janitor:
         """One pass over every expiry clock; returns what it removed."""
         now = time.time() if now is None else now
         culled = await self.registry.cull_idle(self.idle_timeout, now)
-        files = 0
+        files = stored = 0
         for tenant, user in await self.files.users():
-            files += len(await self.files.area(tenant, user).aexpire(now))
+            area = self.files.area(tenant, user)
+            files += len(await area.aexpire(now))
+            stored += await area.ausage()
+        self.file_bytes = stored
         transcripts = 0
         for record in await self.transcript.expired_sessions(now - self.transcript_ttl):
             if self.registry.find(record.tenant, record.user) is None:

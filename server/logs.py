@@ -1,19 +1,26 @@
-"""What reaches the log: an access line without the query string, no key, token or signature
-in any line, and a flood of one kind of record cut to a few lines per interval.
+"""What reaches the log: one line a record, as JSON or text (`--log-format`), with who it is
+about; an access line per request; no key, token or signature in any line; and a flood of
+one kind of record cut to a few lines per interval.
 
-The access line (`log_request`, the Application's `log_function`) has method, path, status
-and duration: the WebSocket takes its key as `?token=`, so a query string never reaches a
-log. `Redactor` is defence in depth for everything else: configured API keys and anything
-shaped like `token=...`, `sig=...` or `Bearer ...` are masked in every record. `RateLimiter`
-stops one client from filling the disk: records of one kind (logger, level, message template)
-beyond `burst` per `interval` are dropped and counted, and one line says how many. It covers
+`JsonFormatter` writes one object a line: time, level, logger, message, and the tenant,
+user, kernel and execution bound where the line was logged (`kernels/log_context.py`).
+The access line (`log_request`, the Application's `log_function`) has method, route pattern
+(`/api/sessions/{user}/files/{name}`: never the path's values nor the query, where the
+WebSocket's token may be), status and duration. `Redactor` is defence in depth for
+everything else: configured API keys, the metrics token and anything shaped like
+`token=...`, `sig=...` or `Bearer ...` are masked in every record. `RateLimiter` stops one
+client from filling the disk: records of one kind (logger, level, message template) beyond
+`burst` per `interval` are dropped and counted, and one line says how many. It covers
 warnings and errors from everywhere, and all of tornado's and asyncio's per-connection noise
 ("Malformed HTTP message", accept failures); our INFO lifecycle lines and the access log are
-not limited. `configure_logging` installs both on the handler `python -m server` logs to.
+not limited. `configure_logging` installs all of it on the handler `python -m server` logs
+to.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import re
 import sys
@@ -22,6 +29,8 @@ from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 import tornado.web
+
+from kernels import log_context
 
 from .config import Settings
 
@@ -37,19 +46,81 @@ NUMBERS_RE = re.compile(r"0x[0-9a-fA-F]+|\d+")  # where messages formatted early
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """The access line: method, path (never the query), status, duration, client."""
+    """The access line: method, route pattern (never the path's values or the query),
+    status, duration, client; the tenant and user as context fields."""
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     request = handler.request
+    route = route_of(handler)
+    duration_ms = round(1000 * request.request_time(), 1)
+    fields = {
+        "method": request.method,
+        "route": route,
+        "status": status,
+        "duration_ms": duration_ms,
+        "client": request.remote_ip,
+    }
+    context = log_context.current()
+    state = getattr(handler, "state", None)
+    if state is not None:
+        state.metrics.request_done(request.method, route, status, request.request_time())
     access_log.log(
         level,
         "%d %s %s %.1fms %s",
         status,
         request.method,
-        request.path[:300],
-        1000 * request.request_time(),
+        route,
+        duration_ms,
         request.remote_ip,
+        extra={"fields": fields, "context": context},
     )
+
+
+def route_of(handler: tornado.web.RequestHandler) -> str:
+    """The route pattern the request matched (`/api/sessions/{user}/files/{name}`)."""
+    path = handler.request.path
+    for pattern, template in handler.application.settings.get("route_templates", ()):
+        if pattern.fullmatch(path):
+            return str(template)
+    return "(unmatched)"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time (UTC, ISO 8601), level, logger, message, the context
+    fields that apply, an access line's fields, and the traceback if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(getattr(record, "context", None) or {})
+        line.update(getattr(record, "fields", None) or {})
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger: message [tenant=... user=... kernel=... execution=...]`."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)
+        context = getattr(record, "context", None)
+        if context:
+            text += " [" + " ".join(f"{k}={v}" for k, v in context.items()) + "]"
+        return text
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -162,14 +233,16 @@ class _Window:
 def install_filters(handler: logging.Handler, settings: Settings) -> logging.Handler:
     """Rate limit, then redaction, on `handler`."""
     handler.addFilter(RateLimiter(handler.handle))
-    handler.addFilter(Redactor(key for _, key in settings.api_keys))
+    handler.addFilter(Redactor([*(key for _, key in settings.api_keys), settings.metrics_token]))
     return handler
 
 
 def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logging.Handler:
-    """The root logger of `python -m server`: one stream handler with both filters."""
+    """The root logger of `python -m server`: one stream handler with both filters, the
+    context fields, and the format `--log-format` asks for."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    handler.addFilter(log_context.ContextFilter())
     root = logging.getLogger()
     root.addHandler(install_filters(handler, settings))
     root.setLevel(settings.log_level.upper())

@@ -16,6 +16,9 @@ class HealthHandler(ApiHandler):
     auth_required = False
 
     def get(self) -> None:
+        if self.state.draining:  # a load balancer stops routing here
+            self.set_header("Retry-After", "10")
+            return self.write_json({"status": "draining"}, 503)
         self.write_json({"status": "ok"})
 
 

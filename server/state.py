@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from files.areas import FileAreas
 from kernels.pool import KernelPool
@@ -13,6 +15,10 @@ from transcript.transcript import Transcript
 from .auth import Authenticator
 from .config import Settings
 from .janitor import Janitor
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .websocket import SessionSocket
 
 
 @dataclass
@@ -25,3 +31,22 @@ class AppState:
     transcript: Transcript
     files: FileAreas
     janitor: Janitor
+    sockets: set[SessionSocket] = field(default_factory=set)  # open WebSockets
+    sockets_closed: asyncio.Event = field(default_factory=asyncio.Event)  # set when none
+    metrics: Metrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self)
+
+    @property
+    def draining(self) -> bool:
+        return self.registry.draining
+
+    def socket_opened(self, socket: SessionSocket) -> None:
+        self.sockets.add(socket)
+        self.sockets_closed.clear()
+
+    def socket_closed(self, socket: SessionSocket) -> None:
+        self.sockets.discard(socket)
+        if not self.sockets:
+            self.sockets_closed.set()

@@ -22,6 +22,7 @@ from kernels.events import Subscription
 from kernels.session import KernelSession
 from kernels.storable import clean_text
 
+from .api import bind_request
 from .auth import authenticate
 from .errors import error_status, log_exception, write_error
 from .protocol import (
@@ -58,6 +59,7 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
 
     async def prepare(self) -> None:
         self.tenant = authenticate(self, self.state.auth, allow_query=True)
+        bind_request(self, self.tenant)
         self._since = parse_since(self.get_query_argument("since", None))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -74,6 +76,7 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         self.set_nodelay(True)
+        self.state.socket_opened(self)
         assert self.session is not None
         events = self.session.events
         older = None
@@ -157,6 +160,7 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
             self._send_direct({"type": "rejected", "error": {"code": code, "message": text}})
 
     def on_close(self) -> None:
+        self.state.socket_closed(self)
         if self.session is not None and self.subscription is not None:
             self.session.events.unsubscribe(self.subscription)
         if self._forwarder is not None:

@@ -20,6 +20,7 @@ from kernels.execution import Cell, Started
 from kernels.observer import Resume, SessionView
 from kernels.outputs import OutputCollector
 from kernels.states import CellStatus
+from kernels.stats import Histogram
 from kernels.storable import clean, clean_text
 
 from .store.base import CellRecord, SessionRecord, Store
@@ -27,6 +28,7 @@ from .store.base import CellRecord, SessionRecord, Store
 log = logging.getLogger(__name__)
 
 BATCH = 2000
+WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 Op = tuple[str, Any]
 
 
@@ -35,6 +37,13 @@ class Transcript:
         self.store = store
         self._queue: asyncio.Queue[Op] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.write_seconds = Histogram(WRITE_BUCKETS)  # one per batch written
+        self._writing = 0  # items of the batch being written
+
+    @property
+    def backlog(self) -> int:
+        """Items handed over and not yet in the store."""
+        return self._queue.qsize() + self._writing
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._write(), name="transcript")
@@ -153,11 +162,14 @@ class Transcript:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < BATCH:
                 batch.append(self._queue.get_nowait())
+            t0, self._writing = time.perf_counter(), len(batch)
             try:
                 await self._write_batch(batch)
             except Exception:
                 await self._write_each(batch)
             finally:
+                self.write_seconds.observe(time.perf_counter() - t0)
+                self._writing = 0
                 for _ in batch:
                     self._queue.task_done()
 

@@ -45,7 +45,7 @@ async def test_no_key_reaches_the_log(srv: RunningServer, caplog: pytest.LogCapt
     finally:
         logging.getLogger().removeHandler(filtered)
     lines = [r.getMessage() + (r.exc_text or "") for r in caplog.records]
-    assert any(line.startswith("101 GET /api/sessions/logs/ws ") for line in lines), lines
+    assert any(line.startswith("101 GET /api/sessions/{user}/ws ") for line in lines), lines
     for secret in [KEY, KEY2, *BAD_KEYS]:
         assert not [line for line in lines if secret in line]
         assert secret not in out.getvalue()

@@ -29,7 +29,8 @@ from .files_http import file_routes
 from .janitor import Janitor
 from .keys import server_secret
 from .logs import log_request
-from .notebook_http import NotebookHandler, NotesHandler
+from .notebook_http import NotebookHandler, NotebookLinkHandler, NotesHandler
+from .origins import Origins, parse_origins
 from .recorder import SessionRecorder
 from .state import AppState
 from .websocket import SessionSocket
@@ -50,6 +51,8 @@ def make_routes(state: AppState) -> list[tuple[str, type, dict[str, Any]]]:
         (rf"/api/sessions/{USER}/interrupt", h.InterruptHandler, kw),
         (rf"/api/sessions/{USER}/restart", h.RestartHandler, kw),
         (rf"/api/sessions/{USER}/notebook", NotebookHandler, kw),
+        (rf"/api/sessions/{USER}/notebook/link", NotebookLinkHandler, kw),
+        (rf"/api/sessions/{USER}/token", h.TokenHandler, kw),
         (rf"/api/sessions/{USER}/notes", NotesHandler, kw),
         (rf"/api/sessions/{USER}/ws", SessionSocket, kw),
         *file_routes(USER, kw),
@@ -97,7 +100,8 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
 
         file_pool = FairPool(settings.file_workers)
         stack.push_async_callback(file_pool.close)  # queued work cancelled, running not awaited
-        work_dirs = WorkDirs(settings.data_dir / "work", server_secret(settings.data_dir))
+        secret = server_secret(settings.data_dir)
+        work_dirs = WorkDirs(settings.data_dir / "work", secret)
         await asyncio.to_thread(work_dirs.adopt_legacy, settings.data_dir / "files")
         files = FileAreas(
             work_dirs, settings.data_dir / "staging", store, file_pool, settings.files
@@ -142,5 +146,6 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         stack.push_async_callback(janitor.stop)
 
         log.info("kernels run with sandbox mode %r", launcher.mode)
-        auth = Authenticator(settings.api_keys)
-        yield AppState(settings, auth, store, pool, registry, transcript, files, janitor)
+        auth = Authenticator(settings.api_keys, secret)
+        origins = Origins(parse_origins(settings.allowed_origins))
+        yield AppState(settings, auth, store, pool, registry, transcript, files, janitor, origins)

@@ -84,6 +84,8 @@ def write_error(handler: tornado.web.RequestHandler, status_code: int, **kwargs:
         code = message.lower()
     handler.set_status(status)
     handler.set_header("Content-Type", "application/json; charset=utf-8")
+    if status == 401:  # here, not where auth failed: `send_error` cleared the headers since
+        handler.set_header("WWW-Authenticate", 'Bearer realm="kss"')
     body_future = getattr(handler.request, "_body_future", None)
     if body_future is not None and not body_future.done():  # answered before the body
         handler.set_header("Connection", "close")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from files.areas import FileAreas
 from kernels.pool import KernelPool
@@ -13,6 +13,7 @@ from transcript.transcript import Transcript
 from .auth import Authenticator
 from .config import Settings
 from .janitor import Janitor
+from .origins import Origins
 
 
 @dataclass
@@ -25,3 +26,4 @@ class AppState:
     transcript: Transcript
     files: FileAreas
     janitor: Janitor
+    origins: Origins = field(default_factory=Origins)

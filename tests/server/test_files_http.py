@@ -32,6 +32,7 @@ from server.api import NotFoundHandler
 from server.app import USER
 from server.auth import Authenticator
 from server.files_http import content_disposition, file_routes
+from server.origins import Origins
 from transcript.store.sqlite import SqliteStore
 
 KEY, OTHER_KEY = "key-tenant-acme", "key-tenant-other"
@@ -81,7 +82,10 @@ async def srv(tmp_path: Path) -> AsyncIterator[Server]:
     )
     files.reset_staging()
     state = SimpleNamespace(
-        settings=settings, auth=Authenticator((("acme", KEY), ("other", OTHER_KEY))), files=files
+        settings=settings,
+        auth=Authenticator((("acme", KEY), ("other", OTHER_KEY)), b"test secret"),
+        files=files,
+        origins=Origins(),
     )
     kw = {"state": state}
     app = tornado.web.Application(

@@ -25,6 +25,7 @@ from . import sessions_http as h
 from .api import NotFoundHandler
 from .auth import Authenticator
 from .config import Settings
+from .console_http import console_routes
 from .files_http import file_routes
 from .janitor import Janitor
 from .keys import server_secret
@@ -56,6 +57,7 @@ def make_routes(state: AppState) -> list[tuple[str, type, dict[str, Any]]]:
         (rf"/api/sessions/{USER}/notes", NotesHandler, kw),
         (rf"/api/sessions/{USER}/ws", SessionSocket, kw),
         *file_routes(USER, kw),
+        *console_routes(),
     ]
 
 

@@ -44,15 +44,20 @@ clean:
 
 deps: system-deps $(VENV)/.installed $(KVENV)/.installed
 
-# Debian packages the server needs: venv support for both interpreters, bubblewrap.
+# Debian packages the server needs: venv support for both interpreters, bubblewrap; and for
+# the console's browser test, Debian's Chromium with a font (Playwright drives it; its own
+# browser download is not used). Chromium is about 100 MB: apt shows its progress.
 system-deps:
 	@missing=""; \
 	$(KERNEL_PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
 	command -v prlimit >/dev/null || missing="$$missing util-linux"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -d /usr/share/fonts/truetype/dejavu ] || missing="$$missing fonts-dejavu-core"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
 # The server, its test tools, and the client package (client/, with its MCP extra) that the

@@ -1,5 +1,6 @@
-"""`ApiHandler`, the base of every REST handler: auth, bounded bodies that must keep arriving,
-JSON answers and JSON errors (`server/errors.py`)."""
+"""`ApiHandler`, the base of every REST handler: auth (each route's `access`), CORS for the
+allowed origins, bounded bodies that must keep arriving, JSON answers and JSON errors
+(`server/errors.py`), and signed links in answers when asked for (`?links=signed`)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,20 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
 from kernels import log_context
 
-from .auth import authenticate
+from .auth import DEFAULT_TTL, Access, Principal, authenticate
 from .errors import log_exception, write_error
 from .protocol import (
     USER_RE,
     ProtocolError,
     parse_content_length,
+    parse_count,
     parse_json_object,
     validate_user,
 )
@@ -36,27 +39,48 @@ class ApiHandler(tornado.web.RequestHandler):
 
     auth_required = True
     allow_query_token = False
+    # What credentials reach the route: the tenant's key only by default; routes of one
+    # user's session (whose first path argument is the user) also take that user's token.
+    access = Access.KEY
 
     def initialize(self, state: AppState) -> None:
         self.state = state
         self.tenant = ""
+        self.principal: Principal | None = None
         self.content_length: int | None = None
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
         self._body_at = 0.0  # when body bytes last arrived
         self._body_timer: asyncio.TimerHandle | None = None
+        self.allow_origin()  # RequestHandler.__init__ set the default headers before this
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
 
+    def allow_origin(self) -> None:
+        """CORS headers for a page of an allowed origin (again after an error's `clear`)."""
+        self.set_header("Vary", "Origin")
+        origin = self.request.headers.get("Origin")
+        if origin is not None and self.state.origins.is_foreign_allowed(origin):
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header(
+                "Access-Control-Expose-Headers", "Content-Disposition, ETag, WWW-Authenticate"
+            )
+
     def body_limit(self) -> int:
         return self.state.settings.max_request_bytes
 
     async def prepare(self) -> None:
+        if self.request.method == "OPTIONS":
+            return  # a CORS preflight never needs a key (`options`)
         if self.auth_required:
-            self.tenant = authenticate(self, self.state.auth, self.allow_query_token)
+            user = self.path_args[0] if self.access is not Access.KEY else None
+            self.principal = authenticate(
+                self, self.state.auth, self.access, user, self.allow_query_token
+            )
+            self.tenant = self.principal.tenant
             bind_request(self, self.tenant)
         self.content_length = parse_content_length(self.request.headers.get("Content-Length"))
         if self.content_length is not None and self.content_length > self.body_limit():
@@ -130,7 +154,56 @@ class ApiHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.allow_origin()  # `send_error` cleared the headers: a page may read its errors
         write_error(self, status_code, **kwargs)
+
+    def options(self, *args: str) -> None:
+        """A CORS preflight: allowed origins get the methods and headers, no key needed."""
+        origin = self.request.headers.get("Origin")
+        if origin is not None and not self.state.origins.is_foreign_allowed(origin):
+            raise ProtocolError(
+                403, "origin_not_allowed", "this origin is not in --allowed-origins"
+            )
+        self.set_header("Allow", "GET, POST, PUT, DELETE, OPTIONS")
+        if origin is not None:
+            self.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")
+            self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+            self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+    def link_ttl(self) -> float | None:
+        """With `?links=signed`, the life of the signed links to put in the answer
+        (`?ttl=` seconds, default an hour, at most `--max-token-ttl`); else None."""
+        links = self.get_query_argument("links", None)
+        if links is None:
+            return None
+        if links != "signed":
+            raise ProtocolError(400, "invalid_field", "'links' must be 'signed'")
+        return self.ttl_arg(self.query_ttl())
+
+    def query_ttl(self) -> int | str | None:
+        """`?ttl=` as a number when it is one (`ttl_arg` refuses what is not)."""
+        raw = self.get_query_argument("ttl", None)
+        return raw if raw is None else parse_count(raw) or raw
+
+    def ttl_arg(self, ttl: Any) -> float:
+        """A life in seconds a client asked for (None: the default), checked."""
+        most = self.state.settings.max_token_ttl
+        if ttl is None:
+            return min(DEFAULT_TTL, most)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= most:
+            raise ProtocolError(
+                400, "invalid_field", f"'ttl' must be a number of seconds, 1 to {most:g}"
+            )
+        return ttl
+
+    def link(self, url: str, ttl: float | None) -> str:
+        """`url`, signed for `ttl` seconds when a signed link was asked for."""
+        if ttl is None:
+            return url
+        assert self.principal is not None
+        return self.state.auth.signed_url(self.principal, url, ttl)[0]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if not log_exception(self, log, value):
@@ -144,6 +217,11 @@ def bind_request(handler: tornado.web.RequestHandler, tenant: str) -> None:
     if user is not None and not USER_RE.match(user):
         user = "(invalid)"  # never a raw path value in a log line
     log_context.bind(tenant=tenant, user=user)
+
+
+def iso_time(ts: float) -> str:
+    """A time as the API writes times: ISO 8601 UTC, milliseconds."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class NotFoundHandler(ApiHandler):

@@ -29,12 +29,14 @@ from . import sessions_http as h
 from .api import NotFoundHandler
 from .auth import Authenticator
 from .config import Settings
+from .console_http import CONSOLE_ROUTES
 from .files_http import FILE_ROUTES
 from .janitor import Janitor
 from .keys import server_secret
 from .logs import log_request
 from .metrics import MetricsHandler
-from .notebook_http import NotebookHandler, NotesHandler
+from .notebook_http import NotebookHandler, NotebookLinkHandler, NotesHandler
+from .origins import Origins, parse_origins
 from .recorder import SessionRecorder
 from .state import AppState
 from .websocket import SessionSocket
@@ -57,10 +59,13 @@ def route_table() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
         ("/api/sessions/{user}/restart", h.RestartHandler),
         ("/api/sessions/{user}/packages", h.PackagesHandler),
         ("/api/sessions/{user}/notebook", NotebookHandler),
+        ("/api/sessions/{user}/notebook/link", NotebookLinkHandler),
+        ("/api/sessions/{user}/token", h.TokenHandler),
         ("/api/sessions/{user}/notes", NotesHandler),
         ("/api/sessions/{user}/ws", SessionSocket),
         *FILE_ROUTES,
         ("/metrics", MetricsHandler),
+        *CONSOLE_ROUTES,
     ]
 
 
@@ -130,7 +135,8 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
 
         file_pool = FairPool(settings.file_workers)
         stack.push_async_callback(file_pool.close)  # queued work cancelled, running not awaited
-        work_dirs = WorkDirs(settings.data_dir / "work", server_secret(settings.data_dir))
+        secret = server_secret(settings.data_dir)
+        work_dirs = WorkDirs(settings.data_dir / "work", secret)
         await asyncio.to_thread(work_dirs.adopt_legacy, settings.data_dir / "files")
         files = FileAreas(
             work_dirs, settings.data_dir / "staging", store, file_pool, settings.files
@@ -176,8 +182,9 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         stack.push_async_callback(janitor.stop)
 
         log.info("kernels run with sandbox mode %r", launcher.mode)
-        auth = Authenticator(settings.api_keys)
-        yield AppState(settings, auth, store, pool, registry, transcript, files, janitor)
+        auth = Authenticator(settings.api_keys, secret)
+        origins = Origins(parse_origins(settings.allowed_origins))
+        yield AppState(settings, auth, store, pool, registry, transcript, files, janitor, origins)
 
 
 async def drain(state: AppState, timeout: float) -> None:

@@ -28,6 +28,8 @@ from files.area import FileLimits
 from kernels.limits import Limits
 from kernels.sandbox import SandboxPolicy
 
+from .origins import parse_origins
+
 NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
 # As root the data dir defaults to a system path: its path shows in a sandboxed kernel's
 # mount table (as the source of the work dir), and must not name a checkout or a home.
@@ -110,6 +112,17 @@ class Settings:
     )
     package_max_bytes: int = field(
         default=1_000_000_000, metadata=_help("largest one installed distribution may be")
+    )
+    allowed_origins: str = field(
+        default="",
+        metadata=_help(
+            "web origins (scheme://host[:port], comma-separated) whose pages may call the API "
+            "and open WebSockets; the server's own origin always may"
+        ),
+    )
+    max_token_ttl: float = field(
+        default=86400,
+        metadata=_help("longest life in seconds of a scoped token or signed link (default 1 h)"),
     )
     sandbox: str = field(
         default="on",
@@ -332,7 +345,11 @@ def finalize(settings: Settings) -> Settings:
     policy = settings.sandbox_policy
     if not 0 < policy.uid_first <= policy.uid_last:
         raise ValueError("kernel uid range: want 0 < first <= last")
-    for name in ("header_timeout", "body_idle_timeout"):
+    try:
+        parse_origins(settings.allowed_origins)
+    except ValueError as exc:
+        raise ValueError(f"allowed_origins: {exc}") from None
+    for name in ("header_timeout", "body_idle_timeout", "max_token_ttl"):
         if not getattr(settings, name) > 0:
             raise ValueError(f"{name} must be a positive number of seconds")
     if settings.metrics_port and settings.metrics_port == settings.port:

@@ -103,6 +103,8 @@ def write_error(handler: tornado.web.RequestHandler, status_code: int, **kwargs:
     handler.set_header("Content-Type", "application/json; charset=utf-8")
     if status in (429, 503):  # passing: say when to come back (a drain: to another server)
         handler.set_header("Retry-After", str(RETRY_AFTER.get(code, 5)))
+    if status == 401:  # here, not where auth failed: `send_error` cleared the headers since
+        handler.set_header("WWW-Authenticate", 'Bearer realm="kss"')
     body_future = getattr(handler.request, "_body_future", None)
     if body_future is not None and not body_future.done():  # answered before the body
         handler.set_header("Connection", "close")

@@ -7,10 +7,13 @@ large is held whole in memory. All file work runs in the user's lane of the fair
 The body limit is per method (`body_limit`): a file for PUT, the quota for a multipart
 POST. Errors are the file area's domain errors, which `server/errors.py` maps to statuses.
 
+Answers with file URLs sign them on request (`?links=signed[&ttl=]`, `ApiHandler.link`); a
+download also opens with a signed link instead of a key.
+
 Multipart bodies go through `server.form_data` (the `multipart` package's push parser; why
 that library is written there): each file part streams into its own upload as it arrives.
 
-Routes (see `file_routes`): `GET/POST /api/sessions/{user}/files`,
+Routes (see `FILE_ROUTES`): `GET/POST /api/sessions/{user}/files`,
 `PUT/GET/DELETE /api/sessions/{user}/files/{name}` (a name may contain `/`).
 """
 
@@ -35,6 +38,7 @@ from files.area import (
 )
 
 from .api import ApiHandler
+from .auth import Access
 from .errors import error_status
 from .form_data import FormDataError, MultipartSegment, file_name, form_parser
 from .protocol import ProtocolError
@@ -86,6 +90,8 @@ class FilesBase(ApiHandler):
     """Shared plumbing: the user's file area, domain errors as API errors, and a way to
     answer at once from `body_received` while the client is still sending."""
 
+    access = Access.USER
+
     def initialize(self, state: AppState) -> None:  # type: ignore[override]
         super().initialize(state)
         self._failed = False
@@ -126,8 +132,12 @@ class FilesHandler(FilesBase):
 
     async def get(self, user: str) -> None:
         after, limit = page_args(self)
+        ttl = self.link_ttl()
         page = await self.area(user).alist(after, limit)
-        files = [{**info.as_dict(), "url": file_url(user, info.name)} for info in page.files]
+        files = [
+            {**info.as_dict(), "url": self.link(file_url(user, info.name), ttl)}
+            for info in page.files
+        ]
         self.write_json({"files": files, "next": page.next, "truncated": page.truncated})
 
     async def body_received(self, chunk: bytes) -> None:  # type: ignore[override]
@@ -168,11 +178,14 @@ class FilesHandler(FilesBase):
             raise ProtocolError(400, "bad_multipart", str(exc)) from None
         if not self._uploads:
             raise ProtocolError(400, "no_files", "the form has no file parts (with a filename)")
+        ttl = self.link_ttl()
         try:
             infos = await self._area.acommit(*self._uploads.values())
         finally:
             self._abort_all()
-        files = [{**info.as_dict(), "url": file_url(user, info.name)} for info in infos]
+        files = [
+            {**info.as_dict(), "url": self.link(file_url(user, info.name), ttl)} for info in infos
+        ]
         self.write_json({"files": files}, 201)
 
     def _abort_all(self) -> None:
@@ -192,7 +205,10 @@ class FilesHandler(FilesBase):
 
 
 class FileHandler(FilesBase):
-    """`PUT` a raw body as the file `name`, `GET` it (streamed), `DELETE` it."""
+    """`PUT` a raw body as the file `name`, `GET` it (streamed; also with a signed link),
+    `DELETE` it."""
+
+    access = Access.LINK
 
     def body_limit(self) -> int:
         if self.request.method == "PUT":
@@ -220,8 +236,9 @@ class FileHandler(FilesBase):
 
     async def put(self, user: str, name: str) -> None:
         assert self._upload is not None
+        ttl = self.link_ttl()
         [info] = await self._area.acommit(self._upload)
-        self.write_json({**info.as_dict(), "url": file_url(user, name)}, 201)
+        self.write_json({**info.as_dict(), "url": self.link(file_url(user, name), ttl)}, 201)
 
     async def get(self, user: str, name: str) -> None:
         download = await self.area(user).aopen_for_download(name)

@@ -192,7 +192,6 @@ class MetricsHandler(ApiHandler):
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             given.strip().encode(), token.encode()
         ):
-            self.set_header("WWW-Authenticate", 'Bearer realm="metrics"')
             raise ProtocolError(401, "unauthorized", "a valid metrics token is required")
 
 

@@ -10,12 +10,20 @@ from urllib.parse import quote
 from kernels.errors import SessionNotFound
 from transcript.notebook import dumps, notebook_dict
 
-from .api import ApiHandler
+from .api import ApiHandler, iso_time
+from .auth import Access
 from .protocol import ProtocolError
 
 
+def notebook_url(user: str) -> str:
+    return f"/api/sessions/{quote(user, safe='')}/notebook"
+
+
 class NotebookHandler(ApiHandler):
-    """`GET .../notebook[?since_restart=true]`: the session as an .ipynb download."""
+    """`GET .../notebook[?since_restart=true]`: the session as an .ipynb download; a signed
+    link opens it without a key."""
+
+    access = Access.LINK
 
     async def get(self, user: str) -> None:
         user = self.user_arg(user)
@@ -43,8 +51,24 @@ class NotebookHandler(ApiHandler):
         self.finish(body)
 
 
+class NotebookLinkHandler(ApiHandler):
+    """`GET .../notebook/link[?ttl=]`: a signed link to the notebook, for a browser's
+    `<a download>` or a model's host, which cannot send a key."""
+
+    access = Access.USER
+
+    async def get(self, user: str) -> None:
+        user = self.user_arg(user)
+        ttl = self.ttl_arg(self.query_ttl())
+        assert self.principal is not None
+        url, expires = self.state.auth.signed_url(self.principal, notebook_url(user), ttl)
+        self.write_json({"url": url, "expires_at": iso_time(expires)})
+
+
 class NotesHandler(ApiHandler):
     """`POST .../notes {"markdown"}`: a markdown cell at the current end of the transcript."""
+
+    access = Access.USER
 
     async def post(self, user: str) -> None:
         user = self.user_arg(user)

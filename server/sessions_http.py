@@ -1,5 +1,5 @@
 """REST handlers of health, status and sessions: ensure, inspect, close or purge, execute,
-interrupt, restart."""
+interrupt, restart, and scoped tokens for one user's session."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import time
 from kernels.errors import SessionNotFound
 from kernels.installs import described
 
-from .api import ApiHandler
+from .api import ApiHandler, iso_time
+from .auth import Access
 from .protocol import ProtocolError, parse_execute, parse_packages
 
 
@@ -48,6 +49,8 @@ class SessionsHandler(ApiHandler):
 
 
 class SessionHandler(ApiHandler):
+    access = Access.USER
+
     async def put(self, user: str) -> None:
         user = self.user_arg(user)
         session, created = await self.state.registry.ensure(self.tenant, user)
@@ -83,8 +86,11 @@ class SessionHandler(ApiHandler):
 
 
 class ExecuteHandler(ApiHandler):
+    access = Access.USER
+
     async def post(self, user: str) -> None:
         user = self.user_arg(user)
+        ttl = self.link_ttl()
         settings = self.state.settings
         request = parse_execute(
             self.json_body(), settings.max_code_bytes, settings.limits.max_timeout
@@ -94,7 +100,9 @@ class ExecuteHandler(ApiHandler):
             request.code, request.id, request.timeout, list(request.install_packages)
         )
         cell = await execution.done
-        self.write_json(cell.summary())
+        summary = cell.summary()
+        summary["files"] = [{**f, "url": self.link(f["url"], ttl)} for f in summary["files"]]
+        self.write_json(summary)
 
 
 class PackagesHandler(ApiHandler):
@@ -114,12 +122,16 @@ class PackagesHandler(ApiHandler):
 
 
 class InterruptHandler(ApiHandler):
+    access = Access.USER
+
     async def post(self, user: str) -> None:
         session = self.state.registry.get(self.tenant, self.user_arg(user))
         self.write_json({"interrupted": session.interrupt()})
 
 
 class RestartHandler(ApiHandler):
+    access = Access.USER
+
     async def post(self, user: str) -> None:
         session = self.state.registry.get(self.tenant, self.user_arg(user))
         started = time.perf_counter()
@@ -127,3 +139,16 @@ class RestartHandler(ApiHandler):
         self.write_json(
             {**session.info(), "restart_ms": round((time.perf_counter() - started) * 1000, 3)}
         )
+
+
+class TokenHandler(ApiHandler):
+    """`POST .../token {"ttl"?}`: a token for this user's session alone, minted with the
+    tenant's key (a token cannot mint another)."""
+
+    async def post(self, user: str) -> None:
+        user = self.user_arg(user)
+        body = self.json_body() if self._size else {}
+        ttl = self.ttl_arg(body.get("ttl"))
+        assert self.principal is not None
+        token, expires = self.state.auth.mint(self.principal, user, ttl)
+        self.write_json({"token": token, "user": user, "expires_at": iso_time(expires)}, 201)

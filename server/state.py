@@ -16,6 +16,7 @@ from .auth import Authenticator
 from .config import Settings
 from .janitor import Janitor
 from .metrics import Metrics
+from .origins import Origins
 
 if TYPE_CHECKING:
     from .websocket import SessionSocket
@@ -31,6 +32,7 @@ class AppState:
     transcript: Transcript
     files: FileAreas
     janitor: Janitor
+    origins: Origins = field(default_factory=Origins)
     sockets: set[SessionSocket] = field(default_factory=set)  # open WebSockets
     sockets_closed: asyncio.Event = field(default_factory=asyncio.Event)  # set when none
     metrics: Metrics = field(init=False)

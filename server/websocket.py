@@ -1,4 +1,5 @@
-"""The session WebSocket: authenticate, parse frames, call the session, forward events.
+"""The session WebSocket: check the page's origin, authenticate, parse frames, call the
+session, forward events.
 
 Each socket subscribes to its session's event log (with `?since=<seq>` it first gets what
 it missed) and forwards the already-encoded events, awaiting each write so a slow client
@@ -23,7 +24,7 @@ from kernels.session import KernelSession
 from kernels.storable import clean_text
 
 from .api import bind_request
-from .auth import authenticate
+from .auth import Access, authenticate
 from .errors import error_status, log_exception, write_error
 from .protocol import (
     ControlFrame,
@@ -55,10 +56,20 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         return self.state.settings.max_request_bytes * 2
 
     def check_origin(self, origin: str) -> bool:
-        return True  # authentication is by token, not cookies, so any origin is safe
+        return self.state.origins.accepts(origin, self.request.host)  # `prepare` said why
 
     async def prepare(self) -> None:
-        self.tenant = authenticate(self, self.state.auth, allow_query=True)
+        origin = self.request.headers.get("Origin")
+        if origin is not None and not self.state.origins.accepts(origin, self.request.host):
+            raise ProtocolError(
+                403,
+                "origin_not_allowed",
+                f"WebSockets from {origin[:200]!r} are not allowed (see --allowed-origins)",
+            )
+        principal = authenticate(
+            self, self.state.auth, Access.USER, self.path_args[0], allow_query=True
+        )
+        self.tenant = principal.tenant
         bind_request(self, self.tenant)
         self._since = parse_since(self.get_query_argument("since", None))
 

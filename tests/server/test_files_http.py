@@ -29,9 +29,10 @@ from files.areas import FileAreas
 from files.pool import FairPool
 from files.work_dirs import WorkDirs
 from server.api import NotFoundHandler
-from server.app import USER
+from server.app import pattern
 from server.auth import Authenticator
-from server.files_http import content_disposition, file_routes
+from server.files_http import FILE_ROUTES, content_disposition
+from server.origins import Origins
 from transcript.store.sqlite import SqliteStore
 
 KEY, OTHER_KEY = "key-tenant-acme", "key-tenant-other"
@@ -81,11 +82,16 @@ async def srv(tmp_path: Path) -> AsyncIterator[Server]:
     )
     files.reset_staging()
     state = SimpleNamespace(
-        settings=settings, auth=Authenticator((("acme", KEY), ("other", OTHER_KEY))), files=files
+        settings=settings,
+        auth=Authenticator((("acme", KEY), ("other", OTHER_KEY)), b"test secret"),
+        files=files,
+        origins=Origins(),
     )
     kw = {"state": state}
     app = tornado.web.Application(
-        file_routes(USER, kw), default_handler_class=NotFoundHandler, default_handler_args=kw
+        [(pattern(t), handler, kw) for t, handler in FILE_ROUTES],
+        default_handler_class=NotFoundHandler,
+        default_handler_args=kw,
     )
     http = HTTPServer(app, max_body_size=settings.max_request_bytes * 2)
     sock, port = bind_unused_port()

@@ -112,3 +112,38 @@ async def test_tornados_per_connection_noise_is_rate_limited(
     raw = [r for r in caplog.records if r.getMessage().startswith("Malformed HTTP message")]
     assert len(raw) == 20  # tornado logs each one...
     assert out.getvalue().count("Malformed HTTP message") == 5  # ...five reach the log
+
+
+async def test_no_token_or_link_signature_reaches_the_log(
+    srv: RunningServer, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.DEBUG)
+    out = io.StringIO()
+    filtered = install_filters(logging.StreamHandler(out), srv.settings)
+    logging.getLogger().addHandler(filtered)
+    try:
+        minted = await srv.api.call("POST", "/api/sessions/logs2/token")
+        token = minted.json["token"]
+        prefix, claims, mac = token.split(".")
+        tampered = f"{prefix}.{claims}.{mac[::-1]}"
+        base = srv.base.replace("http", "ws", 1) + "/api/sessions"
+        (await websocket_connect(f"{base}/logs2/ws?token={token}")).close()
+        for refused in [f"{base}/logs2/ws?token={tampered}", f"{base}/other/ws?token={token}"]:
+            with pytest.raises(HTTPClientError):
+                await websocket_connect(refused)
+        assert (await srv.api.call("GET", "/api/sessions/other", key=token)).status == 401
+        upload = "/api/sessions/logs2/files/x.txt?links=signed"
+        url = (await srv.api.call("PUT", upload, raw=b"x")).json["url"]
+        sig = url.partition("&sig=")[2]
+        assert (await srv.api.call("GET", url, key=None)).status == 200
+        exp = int(url.split("exp=")[1].split("&")[0])
+        edited = url.replace(f"exp={exp}", f"exp={exp + 60}")
+        assert (await srv.api.call("GET", edited, key=None)).status == 403
+    finally:
+        logging.getLogger().removeHandler(filtered)
+    lines = [r.getMessage() + (r.exc_text or "") for r in caplog.records]
+    assert any("401 GET /api/sessions/other" in line for line in lines), lines
+    assert any("403 GET /api/sessions/logs2/files/x.txt" in line for line in lines), lines
+    for secret in [token, mac, mac[::-1], sig]:
+        assert not [line for line in lines if secret in line]
+        assert secret not in out.getvalue()

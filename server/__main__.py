@@ -14,7 +14,7 @@ from .app import drain, lifespan, make_app
 from .config import Settings, load_settings
 from .http_server import make_http_server
 from .logs import configure_logging, flush_dropped
-from .metrics import metrics_app
+from .metrics_http import metrics_app
 
 log = logging.getLogger("server")
 

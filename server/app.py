@@ -34,7 +34,7 @@ from .files_http import FILE_ROUTES
 from .janitor import Janitor
 from .keys import server_secret
 from .logs import log_request
-from .metrics import MetricsHandler
+from .metrics_http import MetricsHandler
 from .notebook_http import NotebookHandler, NotebookLinkHandler, NotesHandler
 from .origins import Origins, parse_origins
 from .recorder import SessionRecorder

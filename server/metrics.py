@@ -1,8 +1,8 @@
 """Prometheus metrics at `GET /metrics`, for operators.
 
-Served on the API port to a request bearing `--metrics-token` (a separate secret: an API key
-does not open it), and/or without a token on `--metrics-port` (`metrics_app`), for a
-scraper on a private network. Neither set: `/metrics` answers 404.
+Served (`server/metrics_http.py`) on the API port to a request bearing `--metrics-token` (a
+separate secret: an API key does not open it), and/or without a token on `--metrics-port`,
+for a scraper on a private network. Neither set: `/metrics` answers 404.
 
 Nearly every number is read when scraped from what the server keeps anyway (the pool's
 `KernelStats`, the registry, the transcript's writer, the janitor's last sweep), so metrics
@@ -13,12 +13,10 @@ no label names a tenant or a user: labels are states, statuses, reasons, routes.
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sized
+from typing import Protocol
 
-import tornado.web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,23 +24,35 @@ from prometheus_client.core import (
     Metric,
 )
 
+from kernels.pool import KernelPool
+from kernels.registry import SessionRegistry
 from kernels.states import CellStatus, SessionState
 from kernels.stats import Histogram as Buckets
 from kernels.stats import LimitHit, Replaced
+from transcript.transcript import Transcript
 
-from .api import ApiHandler
-from .protocol import ProtocolError
-
-if TYPE_CHECKING:
-    from .state import AppState
+from .janitor import Janitor
 
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60)
+
+
+class Sources(Protocol):
+    """What the metrics read (the `AppState`)."""
+
+    pool: KernelPool
+    registry: SessionRegistry
+    transcript: Transcript
+    janitor: Janitor
+    sockets: Sized
+
+    @property
+    def draining(self) -> bool: ...
 
 
 class Metrics:
     """One server's metrics registry (its own, so several servers can share a process)."""
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: Sources) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServerCollector(state))
         self.requests = Histogram(
@@ -63,7 +73,7 @@ class Metrics:
 class ServerCollector:
     """Reads the server's own counters and gauges at each scrape."""
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: Sources) -> None:
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
@@ -167,47 +177,3 @@ def _histogram(name: str, doc: str, buckets: Buckets) -> Metric:
     family = HistogramMetricFamily(name, doc)
     family.add_metric([], buckets.cumulative(), sum_value=buckets.total)
     return family
-
-
-class MetricsHandler(ApiHandler):
-    """`GET /metrics` on the API port: the metrics token as a bearer token, else 404/401."""
-
-    auth_required = False
-    token_required = True
-
-    def get(self) -> None:
-        if self.token_required:
-            self._check_token()
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.set_header("Cache-Control", "no-store")
-        self.finish(self.state.metrics.exposition())
-
-    def _check_token(self) -> None:
-        token = self.state.settings.metrics_token
-        if not token:
-            raise ProtocolError(
-                404, "not_found", "metrics are not served here (see --metrics-token)"
-            )
-        scheme, _, given = self.request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
-            raise ProtocolError(401, "unauthorized", "a valid metrics token is required")
-
-
-class OpenMetricsHandler(MetricsHandler):
-    """`GET /metrics` on `--metrics-port`: no token (bind that port to a private network)."""
-
-    token_required = False
-
-
-def metrics_app(state: AppState) -> tornado.web.Application:
-    """The whole app of `--metrics-port`: `/metrics`, and JSON 404s for anything else."""
-    from .api import NotFoundHandler
-
-    return tornado.web.Application(
-        [(r"/metrics", OpenMetricsHandler, {"state": state})],
-        default_handler_class=NotFoundHandler,
-        default_handler_args={"state": state},
-        log_function=lambda handler: None,  # scrapes every few seconds: not worth a line
-    )

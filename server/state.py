@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+
+import tornado.websocket
 
 from files.areas import FileAreas
 from kernels.pool import KernelPool
@@ -18,9 +19,6 @@ from .janitor import Janitor
 from .metrics import Metrics
 from .origins import Origins
 
-if TYPE_CHECKING:
-    from .websocket import SessionSocket
-
 
 @dataclass
 class AppState:
@@ -33,7 +31,7 @@ class AppState:
     files: FileAreas
     janitor: Janitor
     origins: Origins = field(default_factory=Origins)
-    sockets: set[SessionSocket] = field(default_factory=set)  # open WebSockets
+    sockets: set[tornado.websocket.WebSocketHandler] = field(default_factory=set)  # open WebSockets
     sockets_closed: asyncio.Event = field(default_factory=asyncio.Event)  # set when none
     metrics: Metrics = field(init=False)
 
@@ -44,11 +42,11 @@ class AppState:
     def draining(self) -> bool:
         return self.registry.draining
 
-    def socket_opened(self, socket: SessionSocket) -> None:
+    def socket_opened(self, socket: tornado.websocket.WebSocketHandler) -> None:
         self.sockets.add(socket)
         self.sockets_closed.clear()
 
-    def socket_closed(self, socket: SessionSocket) -> None:
+    def socket_closed(self, socket: tornado.websocket.WebSocketHandler) -> None:
         self.sockets.discard(socket)
         if not self.sockets:
             self.sockets_closed.set()

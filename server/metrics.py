@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sized
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -55,6 +55,7 @@ class Metrics:
     def __init__(self, state: Sources) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServerCollector(state))
+        ProcessCollector(registry=self.registry)  # the server's memory, CPU, descriptors
         self.requests = Histogram(
             "kss_http_request_duration_seconds",
             "HTTP requests by method, route pattern and status, with their duration",

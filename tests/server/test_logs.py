@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
+import json
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -13,7 +15,14 @@ import pytest_asyncio
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import websocket_connect
 
-from server.logs import RateLimiter, Redactor, install_filters
+from kernels import log_context
+from server.logs import (
+    JsonFormatter,
+    RateLimiter,
+    Redactor,
+    configure_logging,
+    install_filters,
+)
 from tests.conftest import KEY, KEY2, RunningServer, make_settings, running_server
 
 BAD_KEYS = ["wrong-key-aaaaaaaa", "wrong-key-bbbbbbbb"]
@@ -147,3 +156,66 @@ async def test_no_token_or_link_signature_reaches_the_log(
     for secret in [token, mac, mac[::-1], sig]:
         assert not [line for line in lines if secret in line]
         assert secret not in out.getvalue()
+
+
+async def test_json_lines_name_the_tenant_user_kernel_and_execution(
+    srv: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(log_context.ContextFilter())
+    logging.getLogger().addHandler(install_filters(handler, srv.settings))
+    try:
+        # A process the execution leaves running is stopped after it, with a line saying so.
+        code = "import subprocess; subprocess.Popen(['sleep', '60'])"
+        answer = await srv.api.execute("logs-json", code, id="exec-json-1")
+        assert answer["status"] == "ok"
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    [access] = [line for line in lines if line.get("route") == "/api/sessions/{user}/execute"]
+    assert access["tenant"] == "t1" and access["user"] == "logs-json"
+    assert access["method"] == "POST" and access["status"] == 200
+    assert isinstance(access["duration_ms"], float) and access["logger"] == "tornado.access"
+    [stray] = [line for line in lines if "left running" in line["message"]]
+    assert stray["tenant"] == "t1" and stray["user"] == "logs-json"
+    assert stray["execution"] == "exec-json-1"
+    assert stray["kernel"] == srv.state.registry.get("t1", "logs-json").last_kernel_id
+    assert datetime.datetime.fromisoformat(stray["time"]).tzinfo is not None
+
+
+def test_configure_logging_writes_the_format_asked_for(tmp_path) -> None:
+    root = logging.getLogger()
+    for fmt in ("json", "text"):
+        out = io.StringIO()
+        settings = make_settings(tmp_path, log_format=fmt, pool_size=0)
+        handler = configure_logging(settings, out)
+        try:
+            with log_context.bound(tenant="acme", user="alice"):
+                logging.getLogger("server.test").warning("hello %s", "there")
+            logging.getLogger("server.test").warning("nobody's")
+        finally:
+            root.removeHandler(handler)
+        first, second = out.getvalue().splitlines()
+        if fmt == "json":
+            line = json.loads(first)
+            assert line["message"] == "hello there" and line["level"] == "WARNING"
+            assert (line["tenant"], line["user"], line["logger"]) == (
+                "acme",
+                "alice",
+                "server.test",
+            )
+            assert "tenant" not in json.loads(second)
+        else:
+            assert first.endswith("WARNING server.test: hello there [tenant=acme user=alice]")
+            assert second.endswith("server.test: nobody's")
+
+
+def test_the_default_format_is_text_on_a_terminal_else_json(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert make_settings(tmp_path).log_format == "text"
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert make_settings(tmp_path).log_format == "json"

@@ -8,12 +8,12 @@ KVENV         := .kernel-venv
 PY            := $(VENV)/bin/python
 ARGS          ?=
 
-.PHONY: run test lint format bench notebooks clean deps system-deps
+.PHONY: run test lint format bench notebooks clean deps system-deps browser-deps
 
 run: deps
 	$(PY) -m server $(ARGS)
 
-test: deps lint
+test: deps browser-deps lint
 	$(PY) -m pytest $(ARGS)
 
 lint: $(VENV)/.installed
@@ -44,18 +44,27 @@ clean:
 
 deps: system-deps $(VENV)/.installed $(KVENV)/.installed
 
-# Debian packages the server needs: venv support for both interpreters, bubblewrap; and for
-# the console's browser test, Debian's Chromium with a font (Playwright drives it; its own
-# browser download is not used). Chromium is about 100 MB: apt shows its progress.
+# Debian packages the server needs: venv support for both interpreters, bubblewrap.
 system-deps:
 	@missing=""; \
 	$(KERNEL_PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
 	command -v prlimit >/dev/null || missing="$$missing util-linux"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+# For the console's browser test only (not `make run`): Debian's Chromium with a font
+# (Playwright drives it; its own browser download is not used). About 100 MB: apt shows its
+# progress.
+browser-deps:
+	@missing=""; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -d /usr/share/fonts/truetype/dejavu ] || missing="$$missing fonts-dejavu-core"; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
+	  echo "installing Debian packages for the browser test:$$missing"; \
 	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi

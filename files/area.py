@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import stat
 import subprocess
 import time
@@ -89,6 +90,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DOWNLOAD_PAUSES = (0.01, 0.02, 0.04, 0.08, 0.1)  # between copies of a changing file; then busy
+# The server's own hidden dir in a work dir, and in it where a hibernating kernel saves its
+# variables (the kernel can write only in its work dir). Hidden names are in no listing, no
+# `FILES` and no file event; expiry leaves the dir alone (the snapshot expires with the
+# transcript), and the quota counts it like every byte of the work dir.
+SERVER_DIR = ".kss"
+HIBERNATION = "hibernate"
+HIBERNATION_DIR = f"{SERVER_DIR}/{HIBERNATION}"
+MANIFEST = "manifest.json"  # written last by the kernel: a snapshot without one is cut short
 
 Event = Literal["created", "modified"]
 
@@ -349,6 +358,47 @@ class FileArea:
     async def ausage(self) -> int:
         return await self.lane.run(self.usage)
 
+    # -- hibernation -----------------------------------------------------------------------
+
+    def has_hibernation(self) -> bool:
+        """Whether a complete snapshot of a kernel's variables is there (never through a
+        symlink the kernel may have planted)."""
+        try:
+            fd = open_dirs(self.root, [SERVER_DIR, HIBERNATION], create=False)
+        except FileAreaError:
+            return False
+        try:
+            st = os.stat(MANIFEST, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return stat.S_ISREG(st.st_mode)
+
+    def drop_hibernation(self) -> None:
+        """Remove the snapshot, if any (fd-relative: a symlink is removed, never followed)."""
+        try:
+            fd = open_dirs(self.root, [SERVER_DIR], create=False)
+        except FileAreaError:
+            return
+        try:
+            st = os.stat(HIBERNATION, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(HIBERNATION, dir_fd=fd)  # fd-relative, symlinks not followed
+            else:  # the kernel put something else there: a link or a file goes as such
+                os.unlink(HIBERNATION, dir_fd=fd)
+            log.info("removed the hibernated variables in %s", self.root)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
+
+    async def ahas_hibernation(self) -> bool:
+        return await self.lane.run(self.has_hibernation)
+
+    async def adrop_hibernation(self) -> None:
+        await self.lane.run(self.drop_hibernation)
+
     # -- expiry ----------------------------------------------------------------------------
 
     def expire(self, now: float | None = None) -> list[str]:
@@ -361,8 +411,12 @@ class FileArea:
         for rel, dirnames, filenames, dirfd in walk(
             self.root, topdown=False, max_entries=MAX_ENTRIES
         ):
+            if rel == SERVER_DIR or rel.startswith(f"{SERVER_DIR}/"):
+                continue  # the server's own: a snapshot expires with the transcript
             for entry in [*filenames, *dirnames]:
                 name = entry if rel == "." else f"{rel}/{entry}"
+                if name == SERVER_DIR:
+                    continue
                 try:
                     st = os.stat(entry, dir_fd=dirfd, follow_symlinks=False)
                     if st.st_mtime > cutoff:

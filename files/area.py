@@ -47,6 +47,7 @@ from files.listing import (
     describe,
     file_info,
     page,
+    stat_file,
 )
 from files.paths import (
     MAX_ENTRIES,
@@ -318,6 +319,13 @@ class FileArea:
             await self.store.put_file_records(t, u, fresh, drop=gone)
         return Listing(infos, next_name, truncated)
 
+    async def auploads(self) -> list[FileInfo]:
+        """The uploaded files still as they were uploaded (their record's stamp), by name,
+        with their sha256: from the store's records, checked against the file system."""
+        records = await self.store.file_records_in(self.tenant, self.user, "", LAST_NAME)
+        uploads = sorted((r for r in records.values() if r.origin == "upload"), key=_name)
+        return await self.lane.run(_still_there, self.root, uploads, self.ttl_seconds)
+
     # -- around executions -----------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
@@ -460,6 +468,25 @@ class FileArea:
         hours = self.ttl_seconds / 3600
         kept = f"files are kept {hours:g} hours after their last change"
         return FileExpired(f"{name!r} has expired ({kept})")
+
+
+LAST_NAME = chr(0x10FFFF) * 64  # sorts after every valid name (at most 255 UTF-8 bytes)
+
+
+def _name(record: FileRecord) -> str:
+    return record.name
+
+
+def _still_there(root: Path, records: list[FileRecord], ttl: float) -> list[FileInfo]:
+    found = []
+    for record in records:
+        try:
+            st = stat_file(root, record.name)
+        except FileAreaError:
+            continue
+        if stamp_of(st) == record.stamp:
+            found.append(file_info(record.name, st, record.origin, record.sha256, ttl))
+    return found
 
 
 def _commit_all(

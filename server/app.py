@@ -29,7 +29,7 @@ from .files_http import file_routes
 from .janitor import Janitor
 from .keys import server_secret
 from .logs import log_request
-from .notebook_http import NotebookHandler, NotesHandler
+from .notebook_http import BundleHandler, NotebookHandler, NotesHandler
 from .recorder import SessionRecorder
 from .state import AppState
 from .websocket import SessionSocket
@@ -50,6 +50,7 @@ def make_routes(state: AppState) -> list[tuple[str, type, dict[str, Any]]]:
         (rf"/api/sessions/{USER}/interrupt", h.InterruptHandler, kw),
         (rf"/api/sessions/{USER}/restart", h.RestartHandler, kw),
         (rf"/api/sessions/{USER}/notebook", NotebookHandler, kw),
+        (rf"/api/sessions/{USER}/bundle", BundleHandler, kw),
         (rf"/api/sessions/{USER}/notes", NotesHandler, kw),
         (rf"/api/sessions/{USER}/ws", SessionSocket, kw),
         *file_routes(USER, kw),

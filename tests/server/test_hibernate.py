@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nbformat
 import pytest
 import pytest_asyncio
 
@@ -70,6 +71,13 @@ async def test_variables_outlive_a_server_restart(tmp_path: Path, sandbox: str):
         again = await api.execute("ana", "handle")
         assert again["status"] == "error" and "restored" not in again
         assert again["error"]["ename"] == "NameError"
+        resp = await api.call("GET", "/api/sessions/ana/notebook")
+        nb = nbformat.reads(resp.body.decode(), as_version=4)
+        nbformat.validate(nb)
+        markers = [c.source for c in nb.cells if c.cell_type == "markdown"]
+        assert any(
+            "restored from hibernation" in m and "`handle` (open file)" in m for m in markers
+        )
     finally:
         if proc.poll() is None:
             proc.kill()

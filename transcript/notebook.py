@@ -101,7 +101,12 @@ def setup_cell() -> dict[str, Any]:
         "cell_type": "code",
         "id": SETUP_TAG,
         "execution_count": None,
-        "metadata": {"tags": [SETUP_TAG], "collapsed": True, "jupyter": {"source_hidden": True}},
+        "metadata": {
+            "tags": [SETUP_TAG],
+            "collapsed": True,
+            "jupyter": {"source_hidden": True},
+            "kss": {"id": SETUP_TAG, "setup": True},  # like every code cell, a kss id
+        },
         "outputs": [],
         "source": SETUP_SOURCE,
     }

@@ -41,7 +41,9 @@ async def test_round_trip_matches_what_the_client_saw(server):
     assert resp.headers["Content-Type"] == "application/x-ipynb+json"
     assert resp.headers["Content-Disposition"].startswith('attachment; filename="nb-')
     nb = notebook_of(resp)
-    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    setup, *cells = nb.cells  # the setup cell first: the notebook runs on its own
+    assert setup.metadata.tags == ["kss-setup"]
+    code_cells = [c for c in cells if c.cell_type == "code"]
     assert [c.source for c in code_cells] == [code for _, code in steps] + ["'x' in dir()"]
     for cell, (exec_id, _) in zip(code_cells, [*steps, ("e", "")], strict=True):
         events = seen[exec_id]
@@ -66,7 +68,7 @@ async def test_round_trip_matches_what_the_client_saw(server):
     since = notebook_of(
         await server.api.call("GET", "/api/sessions/nb/notebook?since_restart=true")
     )
-    assert [c.source for c in since.cells if c.cell_type == "code"] == ["'x' in dir()"]
+    assert [c.source for c in since.cells[1:] if c.cell_type == "code"] == ["'x' in dir()"]
 
 
 async def test_notes_are_seen_by_watchers_and_validated(server):

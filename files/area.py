@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import stat
 import subprocess
 import time
@@ -46,6 +47,7 @@ from files.listing import (
     describe,
     file_info,
     page,
+    stat_file,
 )
 from files.paths import (
     MAX_ENTRIES,
@@ -89,6 +91,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DOWNLOAD_PAUSES = (0.01, 0.02, 0.04, 0.08, 0.1)  # between copies of a changing file; then busy
+# The server's own hidden dir in a work dir, and in it where a hibernating kernel saves its
+# variables (the kernel can write only in its work dir). Hidden names are in no listing, no
+# `FILES` and no file event; expiry leaves the dir alone (the snapshot expires with the
+# transcript), and the quota counts it like every byte of the work dir.
+SERVER_DIR = ".kss"
+HIBERNATION = "hibernate"
+HIBERNATION_DIR = f"{SERVER_DIR}/{HIBERNATION}"
+MANIFEST = "manifest.json"  # written last by the kernel: a snapshot without one is cut short
 
 Event = Literal["created", "modified"]
 
@@ -309,6 +319,13 @@ class FileArea:
             await self.store.put_file_records(t, u, fresh, drop=gone)
         return Listing(infos, next_name, truncated)
 
+    async def auploads(self) -> list[FileInfo]:
+        """The uploaded files still as they were uploaded (their record's stamp), by name,
+        with their sha256: from the store's records, checked against the file system."""
+        records = await self.store.file_records_in(self.tenant, self.user, "", LAST_NAME)
+        uploads = sorted((r for r in records.values() if r.origin == "upload"), key=_name)
+        return await self.lane.run(_still_there, self.root, uploads, self.ttl_seconds)
+
     # -- around executions -----------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
@@ -349,6 +366,47 @@ class FileArea:
     async def ausage(self) -> int:
         return await self.lane.run(self.usage)
 
+    # -- hibernation -----------------------------------------------------------------------
+
+    def has_hibernation(self) -> bool:
+        """Whether a complete snapshot of a kernel's variables is there (never through a
+        symlink the kernel may have planted)."""
+        try:
+            fd = open_dirs(self.root, [SERVER_DIR, HIBERNATION], create=False)
+        except FileAreaError:
+            return False
+        try:
+            st = os.stat(MANIFEST, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return stat.S_ISREG(st.st_mode)
+
+    def drop_hibernation(self) -> None:
+        """Remove the snapshot, if any (fd-relative: a symlink is removed, never followed)."""
+        try:
+            fd = open_dirs(self.root, [SERVER_DIR], create=False)
+        except FileAreaError:
+            return
+        try:
+            st = os.stat(HIBERNATION, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(HIBERNATION, dir_fd=fd)  # fd-relative, symlinks not followed
+            else:  # the kernel put something else there: a link or a file goes as such
+                os.unlink(HIBERNATION, dir_fd=fd)
+            log.info("removed the hibernated variables in %s", self.root)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
+
+    async def ahas_hibernation(self) -> bool:
+        return await self.lane.run(self.has_hibernation)
+
+    async def adrop_hibernation(self) -> None:
+        await self.lane.run(self.drop_hibernation)
+
     # -- expiry ----------------------------------------------------------------------------
 
     def expire(self, now: float | None = None) -> list[str]:
@@ -361,8 +419,12 @@ class FileArea:
         for rel, dirnames, filenames, dirfd in walk(
             self.root, topdown=False, max_entries=MAX_ENTRIES
         ):
+            if rel == SERVER_DIR or rel.startswith(f"{SERVER_DIR}/"):
+                continue  # the server's own: a snapshot expires with the transcript
             for entry in [*filenames, *dirnames]:
                 name = entry if rel == "." else f"{rel}/{entry}"
+                if name == SERVER_DIR:
+                    continue
                 try:
                     st = os.stat(entry, dir_fd=dirfd, follow_symlinks=False)
                     if st.st_mtime > cutoff:
@@ -406,6 +468,25 @@ class FileArea:
         hours = self.ttl_seconds / 3600
         kept = f"files are kept {hours:g} hours after their last change"
         return FileExpired(f"{name!r} has expired ({kept})")
+
+
+LAST_NAME = chr(0x10FFFF) * 64  # sorts after every valid name (at most 255 UTF-8 bytes)
+
+
+def _name(record: FileRecord) -> str:
+    return record.name
+
+
+def _still_there(root: Path, records: list[FileRecord], ttl: float) -> list[FileInfo]:
+    found = []
+    for record in records:
+        try:
+            st = stat_file(root, record.name)
+        except FileAreaError:
+            continue
+        if stamp_of(st) == record.stamp:
+            found.append(file_info(record.name, st, record.origin, record.sha256, ttl))
+    return found
 
 
 def _commit_all(

@@ -38,3 +38,9 @@ class FileAreaPurged(FileAreaError):
 
 class PurgeFailed(FileAreaError):
     code = "purge_failed"
+
+
+class BadBundle(FileAreaError):
+    """A zip sent to be run again that is not a usable bundle."""
+
+    code = "bad_bundle"

@@ -364,17 +364,23 @@ def _read_all(fd: int, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def private_copy(staging: Path, src: int) -> int:
-    """An fd of a copy of `src` (from its current offset) that no one else can open: an
-    O_TMPFILE in the staging dir, or a named temp unlinked at once where unsupported."""
+def private_file(staging: Path) -> int:
+    """An fd of an empty file that no one else can open: an O_TMPFILE in the staging dir,
+    or a named temp unlinked at once where unsupported. Gone when the fd is closed."""
     try:
-        fd = os.open(staging, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        return os.open(staging, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
             raise
-        path = staging / f"download-{secrets.token_hex(12)}"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        os.unlink(path)
+    path = staging / f"download-{secrets.token_hex(12)}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    os.unlink(path)
+    return fd
+
+
+def private_copy(staging: Path, src: int) -> int:
+    """An fd of a private copy of `src` (from its current offset): see `private_file`."""
+    fd = private_file(staging)
     try:
         copy_fd(src, fd)
     except BaseException:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .hibernate import Restore
 from .kernel import Dropped, Kernel, KernelExit
 from .outputs import (
     TRUNCATION_MARKER,
@@ -48,6 +49,7 @@ class Cell:
     first_seq: int
     last_seq: int = 0
     files: list[dict[str, Any]] = field(default_factory=list)
+    restore: Restore | None = None  # hibernated variables restored before this execution
 
     @classmethod
     def aborted(
@@ -100,6 +102,7 @@ class Cell:
             "kernel_restarted": self.kernel_restarted,
             "truncated": c.truncated or c.stdout.truncated or c.stderr.truncated,
             "files": self.files,
+            **({} if self.restore is None else self.restore.answer()),
         }
 
 
@@ -135,9 +138,11 @@ class WorkDirSnapshot(Protocol):
 
 
 class FileWatch(Protocol):
-    """The session's view of its work dir: what an execution changed, and how full it is."""
+    """The session's view of its work dir: what an execution changed, how full it is, and
+    where a hibernating kernel keeps its variables."""
 
     quota: int
+    hibernation_dir: str  # relative to the work dir; hidden from listings and expiry
 
     async def snapshot(self) -> WorkDirSnapshot: ...
 
@@ -147,6 +152,14 @@ class FileWatch(Protocol):
 
     async def usage(self) -> int:
         """Every byte the work dir holds, counted against `quota`."""
+        ...
+
+    async def has_hibernation(self) -> bool:
+        """Whether a complete snapshot of a kernel's variables waits to be restored."""
+        ...
+
+    async def drop_hibernation(self) -> None:
+        """Remove the snapshot (restored, stale or cut short), if there is one."""
         ...
 
 

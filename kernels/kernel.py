@@ -124,6 +124,7 @@ class Kernel:
         self._tasks: list[asyncio.Task[None]] = []
         self.exited = asyncio.get_running_loop().create_future()
         self.own_processes: set[int] = set()  # the kernel and its wrappers, once ready
+        self.work_path = ""  # where the kernel sees its work dir, once claimed
 
     # -- lifecycle -------------------------------------------------------------------------
 

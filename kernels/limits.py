@@ -66,6 +66,24 @@ class Limits:
         default=True,
         metadata={"help": "stop the processes an execution leaves running (on or off)"},
     )
+    hibernate: bool = field(
+        default=True,
+        metadata={
+            "help": "save an idle session's variables when its kernel is closed to free it "
+            "(culling, reclaim, shutdown) and restore them at its next execution (on or off)"
+        },
+    )
+    hibernate_max_bytes: int = field(
+        default=200_000_000,
+        metadata={
+            "help": "most bytes one session's saved variables may take (also held to the "
+            "user's quota: they are kept among the user's files)"
+        },
+    )
+    hibernate_timeout: float = field(
+        default=30,
+        metadata={"help": "seconds a kernel gets to save, and to restore, its variables"},
+    )
     disk_check_interval: float = 1.0  # how often a busy kernel's disk use is checked
     subscriber_bytes: int = 64_000_000  # a WebSocket further behind than this is closed
 

@@ -101,6 +101,7 @@ class KernelPool:
             except BaseException:
                 await self.discard(kernel)
                 raise
+            kernel.work_path = path
             msg_id = kernel.execute(f"__import__('os').chdir({path!r})", silent=True)
             queue = kernel.listen(msg_id)
             asyncio.get_running_loop().create_task(

@@ -42,6 +42,9 @@ class SessionRegistry:
         self._sessions: dict[Key, KernelSession] = {}
         self._creating: dict[Key, asyncio.Future[KernelSession]] = {}
         self.draining = False
+        # Sessions being closed: a new session of the same user waits for its kernel to
+        # have saved its variables, so that it finds them.
+        self._closing: dict[Key, asyncio.Future[None]] = {}
 
     def get(self, tenant: str, user: str) -> KernelSession:
         session = self._sessions.get((tenant, user))
@@ -74,6 +77,10 @@ class SessionRegistry:
                 return await asyncio.shield(pending), False
             if self.draining:
                 raise Draining("the server is shutting down and takes no new sessions")
+            closing = self._closing.get(key)
+            if closing is not None:
+                await asyncio.shield(closing)
+                continue
             if not await self._make_room(tenant):
                 break
         future: asyncio.Future[KernelSession] = asyncio.get_running_loop().create_future()
@@ -125,7 +132,7 @@ class SessionRegistry:
                 f"{scope} limit of {limit} sessions is reached and all of them are busy"
             )
         log.info("reclaiming idle session %s/%s for a new one", *victim)
-        await self.close(*victim)
+        await self.close(*victim, hibernate=True)
         self.pool.stats.kernels_culled += 1
         return True
 
@@ -137,11 +144,19 @@ class SessionRegistry:
         ]
         return min(idle)[2] if idle else None
 
-    async def close(self, tenant: str, user: str) -> None:
-        session = self._sessions.pop((tenant, user), None)
+    async def close(self, tenant: str, user: str, hibernate: bool = False) -> None:
+        """Close the user's session; `hibernate` when it is closed to free its kernel (its
+        variables are saved for the next session), not when the user asked."""
+        key = (tenant, user)
+        session = self._sessions.pop(key, None)
         if session is None:
             raise SessionNotFound(f"no session for user {user!r}")
-        await session.close()
+        done = self._closing[key] = asyncio.get_running_loop().create_future()
+        try:
+            await session.close(hibernate)
+        finally:
+            del self._closing[key]
+            done.set_result(None)
         log.info("session %s/%s closed", tenant, user)
         await self._notify(session)
 
@@ -152,18 +167,23 @@ class SessionRegistry:
             log.exception("observer failed on session %s/%s", session.tenant, session.user)
 
     async def cull_idle(self, idle_seconds: float, now: float | None = None) -> list[Key]:
-        """Close sessions with no execution activity for `idle_seconds` and nothing queued."""
+        """Close sessions with no execution activity for `idle_seconds` and nothing queued;
+        their variables hibernate."""
         now = time.time() if now is None else now
-        stale = [
-            key
-            for key, s in self._sessions.items()
-            if not s.busy and now - s.last_activity > idle_seconds
-        ]
-        for tenant, user in stale:
-            log.info("culling idle session %s/%s", tenant, user)
-            await self.close(tenant, user)
+
+        def stale(s: KernelSession | None) -> bool:
+            return s is not None and not s.busy and now - s.last_activity > idle_seconds
+
+        culled = []
+        for key in [key for key, s in self._sessions.items() if stale(s)]:
+            # Hibernating takes a while: one that became busy meanwhile is left alone.
+            if not stale(self._sessions.get(key)):
+                continue
+            log.info("culling idle session %s/%s", *key)
+            await self.close(*key, hibernate=True)
+            culled.append(key)
             self.pool.stats.kernels_culled += 1
-        return stale
+        return culled
 
     async def drain(self, timeout: float) -> int:
         """Take no new sessions or executions; give what was accepted `timeout` seconds to
@@ -189,8 +209,10 @@ class SessionRegistry:
         return cut
 
     async def close_all(self) -> None:
+        """Close every session (a graceful shutdown): idle ones hibernate, all at once, so
+        shutdown waits at most about one `hibernate_timeout`."""
         sessions = list(self._sessions.values())
         self._sessions.clear()
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        await asyncio.gather(*(s.close(hibernate=True) for s in sessions), return_exceptions=True)
         for session in sessions:
             await self._notify(session)

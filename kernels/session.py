@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from packages.errors import PackageError
 
-from . import log_context
+from . import hibernate, log_context
 from .disk_guard import DiskGuard
 from .errors import Draining, KernelError, QueueFull, SessionClosed
 from .events import EventLog
@@ -91,6 +91,8 @@ class KernelSession:
         self.file_watch = file_watch = self.observer.file_watch(tenant, user)
         self.draining = False  # set by the registry's drain: no more submissions
         self._late: LateOutput | None = None
+        # Hibernated variables are looked for once, at the session's first execution.
+        self._restore_checked = not (limits.hibernate and file_watch is not None)
         self._kernel_lock = asyncio.Lock()
         self._waiting: deque[Execution] = deque()  # queued, in arrival order
         self._arrived = asyncio.Event()
@@ -225,15 +227,22 @@ class KernelSession:
         self.interrupt()
 
     async def restart(self) -> None:
-        """Replace the kernel with a fresh one; a running execution ends as `aborted`."""
+        """Replace the kernel with a fresh one; a running execution ends as `aborted`.
+        Hibernated variables not yet restored are dropped: the user asked for a clean one."""
         await self._drop_kernel(SessionState.RESTARTING, why=Replaced.RESTART)
+        await self._forget_hibernation()
         await self.ensure_kernel()
 
-    async def close(self) -> None:
-        """Stop the worker and the kernel; queued executions end as `aborted`."""
+    async def close(self, hibernate: bool = False) -> None:
+        """Stop the worker and the kernel; queued executions end as `aborted`.
+
+        `hibernate` (closing an idle session to free its kernel): the kernel first saves its
+        variables, within the hibernate limits, for the user's next session to restore.
+        Without it (the user shut the session down) hibernated variables are dropped."""
         if self.state is SessionState.CLOSED:
             return
         self._set_state(SessionState.CLOSED)
+        idle = not self.busy
         pending = [self._running] if self._running else []
         self._worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -250,7 +259,12 @@ class KernelSession:
         await self._forget_late()
         if self.kernel is not None:
             kernel, self.kernel = self.kernel, None
+            failed = hibernate and idle and not await self._hibernate(kernel)
             await self.pool.discard(kernel)
+            if failed:  # what it wrote before it failed is of no use
+                await self._forget_hibernation()
+        if not hibernate:
+            await self._forget_hibernation()
         self.events.close()
 
     # -- internals -------------------------------------------------------------------------
@@ -315,6 +329,92 @@ class KernelSession:
             await late.close()
         if kernel is not None:
             await self.pool.discard(kernel)
+
+    # -- hibernation -----------------------------------------------------------------------
+
+    def _snapshot_path(self, kernel: Kernel) -> str:
+        assert self.file_watch is not None
+        return f"{kernel.work_path}/{self.file_watch.hibernation_dir}"
+
+    async def _hibernate(self, kernel: Kernel) -> bool:
+        """Have `kernel` save its variables (bounded by the limits); False when it failed
+        (what it wrote is then to be removed once it is stopped). Never raises."""
+        watch = self.file_watch
+        if not self.limits.hibernate or watch is None or not kernel.alive:
+            return True
+        if kernel.id != self.last_kernel_id or not kernel.work_path:
+            return True  # nothing ran on it: a snapshot waiting to be restored stays as is
+        try:
+            room = watch.quota - await watch.usage()
+            budget = min(self.limits.hibernate_max_bytes, room)
+            if budget <= 0:
+                log.warning("%r: no room under the quota to hibernate", self)
+                return False
+            saved = await hibernate.save(
+                kernel, self._snapshot_path(kernel), budget, self.limits.hibernate_timeout
+            )
+        except Exception as exc:  # SnapshotFailed, or the file area failing
+            log.warning("%r: could not hibernate: %s", self, exc)
+            return False
+        log.info(
+            "session %s/%s hibernated: %d variables, %d imports, %d bytes in %.2f s; lost %s",
+            self.tenant,
+            self.user,
+            len(saved.saved),
+            len(saved.imports),
+            saved.bytes,
+            saved.seconds,
+            [x["name"] for x in saved.lost],
+        )
+        return True
+
+    async def _forget_hibernation(self) -> None:
+        self._restore_checked = True
+        if self.file_watch is not None:
+            try:
+                await self.file_watch.drop_hibernation()
+            except Exception:
+                log.exception("%r: could not remove hibernated variables", self)
+
+    async def _restore(self, kernel: Kernel, exec_id: str) -> tuple[hibernate.Restore, Kernel]:
+        """Restore hibernated variables into the fresh `kernel`; a restore that fails leaves
+        a clean kernel in its place. The snapshot is removed either way: a later kernel
+        change must not bring back stale state."""
+        try:
+            restore = await hibernate.restore(
+                kernel, self._snapshot_path(kernel), self.limits.hibernate_timeout
+            )
+        except hibernate.SnapshotFailed as exc:
+            why, plan = exc.args[0], exc.args[1] if len(exc.args) > 1 else []
+            log.warning("%r: restore failed (%s); replacing the kernel", self, why)
+            restore = hibernate.failed_restore(why, plan)
+            await self._drop_kernel(
+                SessionState.RESTARTING, exec_id, kill=True, why=Replaced.RESTORE_FAILED
+            )
+            kernel = await self.ensure_kernel()
+        await self._forget_hibernation()
+        log.info(
+            "session %s/%s restored %d names in %.2f s; lost %s",
+            self.tenant,
+            self.user,
+            len(restore.restored),
+            restore.seconds,
+            [x["name"] for x in restore.lost],
+        )
+        self._publish(restore.event(), exec_id)
+        return restore, kernel
+
+    async def _restore_pending(self) -> bool:
+        """At the session's first execution: whether hibernated variables wait."""
+        if self._restore_checked:
+            return False
+        self._restore_checked = True
+        assert self.file_watch is not None
+        try:
+            return await self.file_watch.has_hibernation()
+        except Exception:
+            log.exception("%r: could not look for hibernated variables", self)
+            return False
 
     def _kernel_cpu(self) -> float | None:
         """CPU time of the kernel's processes (for the disk guard); None without a kernel."""
@@ -403,6 +503,10 @@ class KernelSession:
     async def _run(self, execution: Execution) -> Cell:
         self.last_activity = time.time()
         kernel = await self.ensure_kernel()
+        restore = None
+        if await self._restore_pending():
+            self._set_state(SessionState.BUSY, execution.id)
+            restore, kernel = await self._restore(kernel, execution.id)
         log_context.bind(kernel=kernel.id)  # until the execution's binding is undone
         restarted = bool(self.last_kernel_id) and kernel.id != self.last_kernel_id
         self.last_kernel_id = kernel.id
@@ -448,6 +552,7 @@ class KernelSession:
             collector=collector,
             first_seq=first_seq,
             files=files,
+            restore=restore,
         )
         self.last_activity = time.time()
         if self.kernel is not None and self.kernel.alive and not self._waiting:

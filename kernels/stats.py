@@ -24,6 +24,7 @@ class Replaced(StrEnum):
     TIMEOUT = "timeout"  # it ignored the interrupt after its execution's timeout
     PROCESS_LIMIT = "process_limit"  # its code hit the pids limit
     DISK_QUOTA = "disk_quota"  # a background writer filled the work dir
+    RESTORE_FAILED = "restore_failed"  # restoring hibernated variables failed or took too long
 
 
 class LimitHit(StrEnum):

@@ -35,7 +35,7 @@ from .janitor import Janitor
 from .keys import server_secret
 from .logs import log_request
 from .metrics_http import MetricsHandler
-from .notebook_http import NotebookHandler, NotebookLinkHandler, NotesHandler
+from .notebook_http import BundleHandler, NotebookHandler, NotebookLinkHandler, NotesHandler
 from .origins import Origins, parse_origins
 from .recorder import SessionRecorder
 from .state import AppState
@@ -60,6 +60,7 @@ def route_table() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
         ("/api/sessions/{user}/packages", h.PackagesHandler),
         ("/api/sessions/{user}/notebook", NotebookHandler),
         ("/api/sessions/{user}/notebook/link", NotebookLinkHandler),
+        ("/api/sessions/{user}/bundle", BundleHandler),
         ("/api/sessions/{user}/token", h.TokenHandler),
         ("/api/sessions/{user}/notes", NotesHandler),
         ("/api/sessions/{user}/ws", SessionSocket),

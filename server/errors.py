@@ -16,6 +16,7 @@ import tornado.web
 from tornado.httputil import responses
 
 from files.errors import (
+    BadBundle,
     BadFileName,
     FileAreaError,
     FileAreaPurged,
@@ -48,6 +49,7 @@ from .protocol import ProtocolError
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
 
 DOMAIN_STATUS: dict[type[Exception], int] = {
+    BadBundle: 400,
     BadFileName: 400,
     FileNotFound: 404,  # and FileExpired
     FileBusy: 409,

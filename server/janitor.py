@@ -1,4 +1,5 @@
-"""Periodic expiry on three clocks: idle kernels, files, and transcripts (with their record).
+"""Periodic expiry on three clocks: idle kernels (which hibernate), files, and transcripts
+(with their record and hibernated variables).
 
 File expiry goes through each user's lane of the fair file pool, one user after another,
 and through the store's records, like any other file work: a sweep never holds a thread
@@ -64,6 +65,8 @@ class Janitor:
         for record in await self.transcript.expired_sessions(now - self.transcript_ttl):
             if self.registry.find(record.tenant, record.user) is None:
                 await self.transcript.delete(record.tenant, record.user)
+                # Hibernated variables expire with the transcript, not with the files.
+                await self.files.area(record.tenant, record.user).adrop_hibernation()
                 transcripts += 1
         return {"kernels": len(culled), "files": files, "transcripts": transcripts}
 

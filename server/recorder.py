@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from files.area import FileArea, Snapshot
+from files.area import HIBERNATION_DIR, FileArea, Snapshot
 from files.areas import FileAreas
 from kernels.execution import Cell, FileWatch, Started
 from kernels.observer import Resume, SessionView
@@ -68,12 +68,19 @@ class AreaWatch:
         self.area = area
         self.user = user
         self.quota = area.quota
+        self.hibernation_dir = HIBERNATION_DIR
 
     async def usage(self) -> int:
         return await self.area.ausage()
 
     async def snapshot(self) -> Snapshot:
         return await self.area.asnapshot()
+
+    async def has_hibernation(self) -> bool:
+        return await self.area.ahas_hibernation()
+
+    async def drop_hibernation(self) -> None:
+        await self.area.adrop_hibernation()
 
     async def changes(self, before: Snapshot) -> list[dict[str, Any]]:
         return [

@@ -75,6 +75,8 @@ class SessionHandler(ApiHandler):
             raise SessionNotFound(f"no session for user {user!r}")
         if live is not None:
             await self.state.registry.close(self.tenant, user)
+        else:  # the user asked to shut down: variables a culled kernel saved go too
+            await self.state.files.area(self.tenant, user).adrop_hibernation()
         if purge:
             # Files and their records are purged whether or not there was ever a session;
             # uploads in flight end with `file_area_purged`.

@@ -251,6 +251,7 @@ def cell_record(tenant: str, user: str, cell: Cell) -> CellRecord:
             "kernel_restarted": cell.kernel_restarted,
             "truncated": cell.collector.truncated,
             "id": cell.id,
+            **({} if cell.restore is None else {"restored": cell.restore.record()}),
         },
         first_seq=cell.first_seq,
     )

@@ -133,9 +133,11 @@ class Session:
 
         return [FileInfo.from_json(f, self._http.base, self.path) for f in await follow_pages(page)]
 
-    async def notebook(self, since_restart: bool = False) -> dict[str, Any]:
-        """The session as a Jupyter notebook (nbformat 4, parsed)."""
-        params = {"since_restart": "true"} if since_restart else None
+    async def notebook(self, since_restart: bool = False, setup: bool = False) -> dict[str, Any]:
+        """The session as a Jupyter notebook (nbformat 4, parsed). `setup`: with the server's
+        setup cell first (`load_file`, `FILES`), to run it elsewhere; left out by default,
+        so what a model reads is the session's own cells."""
+        params = {"since_restart": str(since_restart).lower(), "setup": str(setup).lower()}
         response = await self._http.request(
             "GET", f"{self.path}/notebook", params=params, timeout=120
         )

@@ -40,6 +40,23 @@ RESTARTED = (
 )
 
 
+RESTORED = (
+    "note: the kernel had been shut down while idle and was started again before this "
+    "call; the server restored the earlier variables: {restored}."
+)
+LOST = " Not restored (re-create them if you need them): {lost}."
+
+
+def _restored_note(restored: list[Any], lost: Any) -> str:
+    """What came back from hibernation, and what did not (the server's `restored`/`lost`)."""
+    names = ", ".join(str(n) for n in restored[:40]) + (", ..." if len(restored) > 40 else "")
+    note = RESTORED.format(restored=names or "none")
+    gone = [x for x in lost if isinstance(x, dict)] if isinstance(lost, list) else []
+    if gone:
+        note += LOST.format(lost=", ".join(f"{x.get('name')} ({x.get('why')})" for x in gone[:40]))
+    return note
+
+
 @dataclass(frozen=True)
 class Image:
     mime: str
@@ -175,7 +192,9 @@ def model_view(
     parts = _collect(result)
     images, images_line = _pick_images(parts.images, max_images, max_image_bytes)
     head = [_status_line(result)]
-    if result.kernel_restarted:
+    if isinstance(result.extra.get("restored"), list):
+        head.append(_restored_note(result.extra["restored"], result.extra.get("lost")))
+    elif result.kernel_restarted:
         head.append(RESTARTED)
     if result.truncated:
         head.append("note: the server cut this execution's output at its size limit.")

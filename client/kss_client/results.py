@@ -35,6 +35,7 @@ class EventType(StrEnum):
     ERROR = "error"
     FILE = "file"
     NOTE = "note"
+    RESTORED = "restored"  # hibernated variables restored before an execution
     DONE = "done"
     REJECTED = "rejected"
     GAP = "gap"

@@ -230,3 +230,16 @@ async def test_listing_pages_are_followed_until_next_is_absent() -> None:
 
     with pytest.raises(KssError):
         await follow_pages(broken)
+
+
+def test_a_restore_from_hibernation_tells_the_model_what_came_back() -> None:
+    result = made(
+        kernel_restarted=True,
+        restored=["df", "model"],
+        lost=[{"name": "fh", "why": "open file"}],
+    )
+    view = model_view(result)
+    assert "restored the earlier variables: df, model." in view.text
+    assert "Not restored (re-create them if you need them): fh (open file)." in view.text
+    assert "are gone" not in view.text
+    assert "are gone" in model_view(made(kernel_restarted=True)).text

@@ -41,7 +41,9 @@ async def test_round_trip_matches_what_the_client_saw(server):
     assert resp.headers["Content-Type"] == "application/x-ipynb+json"
     assert resp.headers["Content-Disposition"].startswith('attachment; filename="nb-')
     nb = notebook_of(resp)
-    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    setup, *cells = nb.cells  # the setup cell first: the notebook runs on its own
+    assert setup.metadata.tags == ["kss-setup"]
+    code_cells = [c for c in cells if c.cell_type == "code"]
     assert [c.source for c in code_cells] == [code for _, code in steps] + ["'x' in dir()"]
     for cell, (exec_id, _) in zip(code_cells, [*steps, ("e", "")], strict=True):
         events = seen[exec_id]
@@ -66,7 +68,7 @@ async def test_round_trip_matches_what_the_client_saw(server):
     since = notebook_of(
         await server.api.call("GET", "/api/sessions/nb/notebook?since_restart=true")
     )
-    assert [c.source for c in since.cells if c.cell_type == "code"] == ["'x' in dir()"]
+    assert [c.source for c in since.cells[1:] if c.cell_type == "code"] == ["'x' in dir()"]
 
 
 async def test_notes_are_seen_by_watchers_and_validated(server):
@@ -106,12 +108,13 @@ async def test_download_after_shutdown_and_after_server_restart(tmp_path):
         ws.close()
         assert (await srv.api.call("DELETE", "/api/sessions/durable")).status == 200
         nb = notebook_of(await srv.api.call("GET", "/api/sessions/durable/notebook"))
-        assert nb.cells[0].outputs[0].text == "kept\n"
+        assert nb.cells[0].metadata.tags == ["kss-setup"]  # the notebook runs on its own
+        assert nb.cells[1].outputs[0].text == "kept\n"
         await srv.api.execute("durable", "print('second kernel')")
     settings = make_settings(tmp_path, pool_size=0)  # same data dir, new server
     async with running_server(settings) as srv:
         nb = notebook_of(await srv.api.call("GET", "/api/sessions/durable/notebook"))
-        assert [c.source for c in nb.cells if c.cell_type == "code"] == [
+        assert [c.source for c in nb.cells[1:] if c.cell_type == "code"] == [
             "print('kept')",
             "print('second kernel')",
         ]

@@ -426,13 +426,15 @@ async def test_kernel_restarted_is_true_after_the_session_was_deleted(srv):
 async def test_kernel_restarted_is_true_after_a_server_restart(tmp_path):
     from tests.server.server_process import start_server_process
 
-    proc, api = await start_server_process(tmp_path, pool_size=0)
+    # Without hibernation: with it, `x` would come back (tests/server/test_hibernate.py).
+    args = ("--no-sandbox", "--hibernate", "off")
+    proc, api = await start_server_process(tmp_path, pool_size=0, args=args)
     try:
         assert (await api.execute("u", "x = 1"))["kernel_restarted"] is False
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 20)
-    proc, api = await start_server_process(tmp_path, pool_size=0)
+    proc, api = await start_server_process(tmp_path, pool_size=0, args=args)
     try:
         r = await api.execute("u", "'x' in dir()")
         assert r["result"] == {"text/plain": "False"} and r["kernel_restarted"] is True

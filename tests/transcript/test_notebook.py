@@ -1,8 +1,15 @@
 """Transcript cells -> notebook, as a pure function (no server, no kernel)."""
 
 import nbformat
+import pytest
 
-from transcript.notebook import build_notebook, current_kernel_cells, dumps
+from transcript.notebook import (
+    BadNotebook,
+    build_notebook,
+    current_kernel_cells,
+    dumps,
+    read_code_cells,
+)
 from transcript.store.base import CellRecord
 
 
@@ -130,3 +137,50 @@ def test_running_and_interrupted_cells_are_kept_with_their_status():
     nbformat.validate(nb)
     assert nb.cells[0].metadata["kss"]["status"] == "interrupted"
     assert nb.cells[0].outputs[0].text == "partial\n"
+
+
+def test_a_runnable_notebook_starts_with_the_setup_cell_and_tags_failed_cells():
+    files = [{"name": "sales.csv", "size": 3, "sha256": "ab" * 32}]
+    nb = build_notebook(CELLS, "u", setup=True, files=files)
+    nbformat.validate(nb)
+    setup = nb.cells[0]
+    assert setup.cell_type == "code" and setup.metadata.tags == ["kss-setup"]
+    assert setup.metadata.jupyter.source_hidden is True and setup.metadata.collapsed is True
+    namespace: dict = {}
+    exec(setup.source, namespace)  # defines exactly load_file and FILES, as kernels have them
+    assert {n for n in namespace if n != "__builtins__"} == {"load_file", "FILES"}
+    failed = [c for c in nb.cells if "raises-exception" in c.metadata.get("tags", [])]
+    assert [c.source for c in failed] == ["1/0"]
+    assert nb.metadata.kss.files == files
+    assert build_notebook([note("n", "only a note")], "u", setup=True).cells[0].cell_type == (
+        "markdown"
+    )  # nothing to run: no setup cell
+
+
+def test_a_restore_from_hibernation_is_marked_with_what_came_back():
+    restored = code("c6", "df.head()", "k3", 1, restarted=True)
+    restored.metadata["restored"] = {
+        "restored": ["df", "model"],
+        "lost": [{"name": "fh", "why": "open file"}],
+        "failed": False,
+    }
+    failed = code("c7", "1", "k4", 1, restarted=True)
+    failed.metadata["restored"] = {"restored": [], "lost": [], "failed": True}
+    nb = build_notebook([*CELLS, restored, failed], "u")
+    nbformat.validate(nb)
+    markers = [c.source for c in nb.cells if c.cell_type == "markdown"][-2:]
+    assert "restored from hibernation (`df`, `model`)" in markers[0]
+    assert "Lost: `fh` (open file)" in markers[0]
+    assert "restoring its variables failed" in markers[1]
+
+
+def test_code_cells_of_a_notebook_to_run_again():
+    nb = build_notebook(CELLS, "u", setup=True)
+    cells = read_code_cells(dumps(nb).encode())
+    assert [c.source for c in cells][:2] == [nb.cells[0].source, "x = 1"]
+    assert cells[0].setup and not cells[1].setup
+    assert [c.may_fail for c in cells] == [False, False, False, False, True, False]
+    assert [c.index for c in cells] == [0, 2, 3, 4, 5, 8]
+    for bad in (b"{", b"\xff", b'{"cells": 3}', b"[]"):
+        with pytest.raises(BadNotebook):
+            read_code_cells(bad)

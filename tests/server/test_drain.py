@@ -28,7 +28,7 @@ async def notebook_cells(data_dir, user: str) -> list[dict]:
     """The user's notebook, read from a fresh server on the same data dir."""
     proc, api = await start_server_process(data_dir, pool_size=0)
     try:
-        resp = await api.call("GET", f"/api/sessions/{user}/notebook")
+        resp = await api.call("GET", f"/api/sessions/{user}/notebook?setup=false")
         assert resp.status == 200, resp.body
         return [c for c in json.loads(resp.body)["cells"] if c["cell_type"] == "code"]
     finally:

@@ -18,6 +18,7 @@ from kernels.pool import KernelPool
 from kernels.registry import SessionRegistry
 from kernels.sandbox import cleanup_leftovers, make_launcher
 from transcript.store.base import Store
+from transcript.store.mongo import MongoStore
 from transcript.store.sqlite import SqliteStore
 from transcript.transcript import Transcript
 
@@ -81,6 +82,13 @@ def launcher_for(settings: Settings) -> Launcher:
     )
 
 
+def store_for(settings: Settings) -> Store:
+    """MongoDB when a URI is set (replicas share it), else SQLite in the data dir."""
+    if settings.mongodb_uri:
+        return MongoStore(settings.mongodb_uri, settings.mongodb_db)
+    return SqliteStore(settings.data_dir / "kss.sqlite3")
+
+
 @contextlib.asynccontextmanager
 async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
     """Everything the app needs, started in order; whatever started is stopped in reverse,
@@ -91,20 +99,20 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         stack.push_async_callback(cleanup_leftovers, runtime, policy)
         launcher = launcher_for(settings)
 
-        store: Store = SqliteStore(settings.data_dir / "kss.sqlite3")
-        await store.open()
+        store = store_for(settings)
+        await store.open()  # RuntimeError naming the store when it cannot be used
         stack.push_async_callback(store.close)
 
         file_pool = FairPool(settings.file_workers)
         stack.push_async_callback(file_pool.close)  # queued work cancelled, running not awaited
         work_dirs = WorkDirs(settings.data_dir / "work", server_secret(settings.data_dir))
         await asyncio.to_thread(work_dirs.adopt_legacy, settings.data_dir / "files")
-        files = FileAreas(
-            work_dirs, settings.data_dir / "staging", store, file_pool, settings.files
-        )
+        # Replicas share the data dir; each wipes its own staging dir at start.
+        staging = "staging-" + settings.replica_id if settings.replica_id else "staging"
+        files = FileAreas(work_dirs, settings.data_dir / staging, store, file_pool, settings.files)
         files.reset_staging()  # uploads a crash cut short: never visible to a kernel, gone now
 
-        transcript = Transcript(store)
+        transcript = Transcript(store, settings.transcript_buffer)
         await transcript.recover()
         transcript.start()
         stack.push_async_callback(transcript.stop)

@@ -33,6 +33,7 @@ from kernels.errors import (
     SessionClosed,
     SessionNotFound,
 )
+from transcript.store.base import StoreUnavailable
 
 from .protocol import ProtocolError
 
@@ -64,6 +65,8 @@ def error_status(exc: BaseException) -> tuple[int, str, str]:
         return status, exc.code, str(exc)
     if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES:
         return 503, "server_busy", "the server is short of resources; try again shortly"
+    if isinstance(exc, StoreUnavailable):
+        return 503, exc.code, "the store is unreachable; try again shortly"
     if isinstance(exc, tornado.web.HTTPError):
         code = responses.get(exc.status_code, "error").lower().replace(" ", "_")
         return exc.status_code, code, exc.log_message or responses.get(exc.status_code, "error")
@@ -100,5 +103,8 @@ def log_exception(
         return True
     if isinstance(value, OSError) and value.errno in OUT_OF_RESOURCES:
         log.error("%s -> 503: %s", where, value.strerror)
+        return True
+    if isinstance(value, StoreUnavailable):
+        log.warning("%s -> 503: %s", where, value)
         return True
     return False

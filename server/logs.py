@@ -23,6 +23,8 @@ from typing import IO, Any
 
 import tornado.web
 
+from transcript.store.mongo import uri_password
+
 from .config import Settings
 
 access_log = logging.getLogger("tornado.access")
@@ -162,7 +164,8 @@ class _Window:
 def install_filters(handler: logging.Handler, settings: Settings) -> logging.Handler:
     """Rate limit, then redaction, on `handler`."""
     handler.addFilter(RateLimiter(handler.handle))
-    handler.addFilter(Redactor(key for _, key in settings.api_keys))
+    secrets = [key for _, key in settings.api_keys]
+    handler.addFilter(Redactor([*secrets, uri_password(settings.mongodb_uri)]))
     return handler
 
 

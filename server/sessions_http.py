@@ -6,16 +6,25 @@ from __future__ import annotations
 import time
 
 from kernels.errors import SessionNotFound
+from transcript.store.base import StoreUnavailable
 
 from .api import ApiHandler
 from .protocol import parse_execute
 
 
 class HealthHandler(ApiHandler):
+    """Liveness for a load balancer: 200 while the server serves; `degraded` (still 200:
+    executions work) while the store cannot take the transcript's writes."""
+
     auth_required = False
 
     def get(self) -> None:
-        self.write_json({"status": "ok"})
+        health = self.state.transcript.health()
+        if health["state"] == "ok":
+            return self.write_json({"status": "ok"})
+        self.write_json(
+            {"status": "degraded", "store": {"backend": self.state.store.backend, **health}}
+        )
 
 
 class StatusHandler(ApiHandler):
@@ -23,11 +32,18 @@ class StatusHandler(ApiHandler):
     server (the pool, the disk, other tenants) are for operators, not tenants."""
 
     async def get(self) -> None:
+        store: dict[str, object] = {"backend": self.state.store.backend}
+        if not self.state.transcript.degraded:
+            try:
+                store = await self.state.store.status(self.tenant)
+            except StoreUnavailable:
+                pass  # reported by the transcript's health from now on
+        health = self.state.transcript.health()
         self.write_json(
             {
                 "sessions": len(self.state.registry.list(self.tenant)),
                 "sandbox": self.state.pool.launcher.mode,
-                "store": await self.state.store.status(self.tenant),
+                "store": {**store, **health},
             }
         )
 

@@ -55,8 +55,12 @@ class WireServer:
         return True
 
     def stop(self) -> None:
-        """Stop it at once (SIGKILL), as a crashed or unplugged server."""
+        """Stop it (SIGTERM, as a restart would), and wait until it has."""
         if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
             self.proc = None

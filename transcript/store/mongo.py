@@ -60,6 +60,12 @@ def masked(uri: str) -> str:
     return URI_PASSWORD_RE.sub(r"\1***@", uri)
 
 
+def uri_password(uri: str) -> str:
+    """The password in `uri`, "" if none: for log redaction."""
+    found = URI_PASSWORD_RE.search(uri)
+    return found.group(0)[len(found.group(1)) : -1] if found else ""
+
+
 def _index(*keys: str, unique: bool = False, **kw: Any) -> IndexModel:
     return IndexModel([(k, ASCENDING) for k in keys], unique=unique, **kw)
 

@@ -29,3 +29,13 @@ class CapacityExceeded(KernelError):
 
 class QueueFull(KernelError):
     code = "queue_full"
+
+
+class SessionElsewhere(KernelError):
+    """Another server replica runs the user's kernel; `where` says how to reach it."""
+
+    code = "session_elsewhere"
+
+    def __init__(self, message: str, where: str) -> None:
+        super().__init__(message)
+        self.where = where

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import CapacityExceeded, SessionNotFound
+from .gate import OpenGate, SessionGate
 from .limits import Limits
 from .pool import KernelPool
 from .session import KernelSession, NoObserver, SessionObserver
@@ -29,6 +30,7 @@ class SessionRegistry:
         observer: SessionObserver | None = None,
         max_sessions: int = 100,
         max_sessions_per_tenant: int = 0,
+        gate: SessionGate | None = None,
     ) -> None:
         self.pool = pool
         self.limits = limits
@@ -36,6 +38,7 @@ class SessionRegistry:
         self.observer: SessionObserver = observer or NoObserver()
         self.max_sessions = max_sessions
         self.max_per_tenant = max_sessions_per_tenant or max_sessions
+        self.gate: SessionGate = gate or OpenGate()
         self._sessions: dict[Key, KernelSession] = {}
         self._creating: dict[Key, asyncio.Future[KernelSession]] = {}
 
@@ -54,6 +57,10 @@ class SessionRegistry:
     def count(self) -> int:
         return len(self._sessions)
 
+    def keys(self) -> list[Key]:
+        """(tenant, user) of every session, live or being created."""
+        return [*self._sessions, *self._creating]
+
     async def ensure(self, tenant: str, user: str) -> tuple[KernelSession, bool]:
         """The user's session, creating it (and claiming a kernel) if needed."""
         key = (tenant, user)
@@ -68,7 +75,10 @@ class SessionRegistry:
                 break
         future: asyncio.Future[KernelSession] = asyncio.get_running_loop().create_future()
         self._creating[key] = future
+        claimed = False
         try:
+            await self.gate.claim(tenant, user)  # SessionElsewhere: another server runs it
+            claimed = True
             work_dir = self.work_dir_for(tenant, user)
             work_dir.mkdir(parents=True, exist_ok=True)
             resume = await self.observer.resume(tenant, user)
@@ -87,6 +97,8 @@ class SessionRegistry:
             future.set_result(session)
             return session, True
         except BaseException as exc:
+            if claimed:
+                await self._release(tenant, user)
             if not future.done():
                 future.set_exception(exc)
                 future.exception()  # consumed here; waiters re-raise it
@@ -132,6 +144,13 @@ class SessionRegistry:
         await session.close()
         log.info("session %s/%s closed", tenant, user)
         await self._notify(session)
+        await self._release(tenant, user)
+
+    async def _release(self, tenant: str, user: str) -> None:
+        try:
+            await self.gate.release(tenant, user)
+        except Exception:
+            log.exception("gate failed to release %s/%s", tenant, user)
 
     async def _notify(self, session: KernelSession) -> None:
         try:
@@ -158,3 +177,4 @@ class SessionRegistry:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
         for session in sessions:
             await self._notify(session)
+        await asyncio.gather(*(self._release(s.tenant, s.user) for s in sessions))

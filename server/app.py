@@ -27,11 +27,13 @@ from .api import NotFoundHandler
 from .auth import Authenticator
 from .config import Settings
 from .files_http import file_routes
+from .forwarding import Signer
 from .janitor import Janitor
 from .keys import server_secret
 from .logs import log_request
 from .notebook_http import NotebookHandler, NotesHandler
 from .recorder import SessionRecorder
+from .replicas import LeaseGate, LeaseKeeper, Replicas
 from .state import AppState
 from .websocket import SessionSocket
 
@@ -89,6 +91,23 @@ def store_for(settings: Settings) -> Store:
     return SqliteStore(settings.data_dir / "kss.sqlite3")
 
 
+def replicas_for(
+    settings: Settings, store: Store, transcript: Transcript, secret: bytes
+) -> Replicas | None:
+    """With `--replica-id`: this replica among those sharing the MongoDB store."""
+    if not settings.replica_id:
+        return None
+    assert isinstance(store, MongoStore) and store.leases is not None
+    return Replicas(
+        store.leases,
+        settings.replica_id,
+        settings.advertise_url,
+        settings.lease_seconds,
+        transcript,
+        Signer(secret, settings.replica_id),
+    )
+
+
 @contextlib.asynccontextmanager
 async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
     """Everything the app needs, started in order; whatever started is stopped in reverse,
@@ -105,7 +124,8 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
 
         file_pool = FairPool(settings.file_workers)
         stack.push_async_callback(file_pool.close)  # queued work cancelled, running not awaited
-        work_dirs = WorkDirs(settings.data_dir / "work", server_secret(settings.data_dir))
+        secret = server_secret(settings.data_dir)
+        work_dirs = WorkDirs(settings.data_dir / "work", secret)
         await asyncio.to_thread(work_dirs.adopt_legacy, settings.data_dir / "files")
         # Replicas share the data dir; each wipes its own staging dir at start.
         staging = "staging-" + settings.replica_id if settings.replica_id else "staging"
@@ -113,7 +133,9 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         files.reset_staging()  # uploads a crash cut short: never visible to a kernel, gone now
 
         transcript = Transcript(store, settings.transcript_buffer)
-        await transcript.recover()
+        replicas = replicas_for(settings, store, transcript, secret)
+        # Cells a dead server left running; with replicas, only users no live one runs.
+        await transcript.recover(replicas.is_orphan if replicas else None)
         transcript.start()
         stack.push_async_callback(transcript.stop)
 
@@ -135,8 +157,19 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
             SessionRecorder(transcript, files),
             max_sessions=settings.max_sessions,
             max_sessions_per_tenant=settings.max_sessions_per_tenant,
+            gate=LeaseGate(replicas) if replicas else None,
         )
         stack.push_async_callback(registry.close_all)
+        if replicas is not None:
+            keeper = LeaseKeeper(replicas, registry)
+            keeper.start()
+            stack.push_async_callback(keeper.stop)
+            log.info(
+                "replica %r at %s, leases of %g s",
+                replicas.id,
+                replicas.url,
+                replicas.lease_seconds,
+            )
 
         janitor = Janitor(
             registry,
@@ -151,4 +184,4 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
 
         log.info("kernels run with sandbox mode %r", launcher.mode)
         auth = Authenticator(settings.api_keys)
-        yield AppState(settings, auth, store, pool, registry, transcript, files, janitor)
+        yield AppState(settings, auth, store, pool, registry, transcript, files, janitor, replicas)

@@ -31,6 +31,7 @@ from kernels.errors import (
     KernelStartFailed,
     QueueFull,
     SessionClosed,
+    SessionElsewhere,
     SessionNotFound,
 )
 from transcript.store.base import StoreUnavailable
@@ -53,6 +54,7 @@ DOMAIN_STATUS: dict[type[Exception], int] = {
     CapacityExceeded: 503,
     KernelStartFailed: 503,
     KernelDied: 503,
+    SessionElsewhere: 503,  # a forwarded request whose user moved on meanwhile
 }
 
 

@@ -50,8 +50,11 @@ class StatusHandler(ApiHandler):
 
 class SessionsHandler(ApiHandler):
     async def get(self) -> None:
+        replicas = self.state.replicas
+        elsewhere = await replicas.running_elsewhere(self.tenant) if replicas else set()
         records = {
-            r.user: {**r.public(), "state": "closed"}  # live sessions overwrite this below
+            # closed unless another replica runs it; live sessions here overwrite this below
+            r.user: {**r.public(), "state": r.state if r.user in elsewhere else "closed"}
             for r in await self.state.transcript.sessions(self.tenant)
         }
         for session in self.state.registry.list(self.tenant):
@@ -62,7 +65,9 @@ class SessionsHandler(ApiHandler):
 class SessionHandler(ApiHandler):
     async def put(self, user: str) -> None:
         user = self.user_arg(user)
-        session, created = await self.state.registry.ensure(self.tenant, user)
+        if (found := await self.ensure_session(user)) is None:
+            return  # answered by the replica that runs the user
+        session, created = found
         self.write_json(session.info(), 201 if created else 200)
 
     async def get(self, user: str) -> None:
@@ -101,8 +106,9 @@ class ExecuteHandler(ApiHandler):
         request = parse_execute(
             self.json_body(), settings.max_code_bytes, settings.limits.max_timeout
         )
-        session, _ = await self.state.registry.ensure(self.tenant, user)
-        execution = session.submit(request.code, request.id, request.timeout)
+        if (found := await self.ensure_session(user)) is None:
+            return  # answered by the replica that runs the user
+        execution = found[0].submit(request.code, request.id, request.timeout)
         cell = await execution.done
         self.write_json(cell.summary())
 

@@ -13,6 +13,7 @@ from transcript.transcript import Transcript
 from .auth import Authenticator
 from .config import Settings
 from .janitor import Janitor
+from .replicas import Replicas
 
 
 @dataclass
@@ -25,3 +26,4 @@ class AppState:
     transcript: Transcript
     files: FileAreas
     janitor: Janitor
+    replicas: Replicas | None = None  # with replicas sharing a MongoDB

@@ -24,6 +24,7 @@ from kernels.storable import clean_text
 
 from .auth import authenticate
 from .errors import error_status, log_exception, write_error
+from .forwarding import SocketPipe
 from .protocol import (
     ControlFrame,
     ProtocolError,
@@ -32,6 +33,7 @@ from .protocol import (
     parse_since,
     validate_user,
 )
+from .replicas import session_or_pipe
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -44,6 +46,7 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         self.state = state
         self.tenant = ""
         self.session: KernelSession | None = None
+        self.pipe: SocketPipe | None = None
         self.subscription: Subscription | None = None
         self._forwarder: asyncio.Task[None] | None = None
         self._since: int | None = None
@@ -69,11 +72,19 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
 
     async def get(self, user: str, *args: Any, **kwargs: Any) -> None:
         user = validate_user(user)
-        self.session, _ = await self.state.registry.ensure(self.tenant, user)
+        found = await session_or_pipe(
+            self, self.state.replicas, self.state.registry, self.tenant, user
+        )
+        if isinstance(found, SocketPipe):
+            self.pipe = found  # another replica runs the user: frames go there and back
+        else:
+            self.session = found
         await super().get(user, *args, **kwargs)
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         self.set_nodelay(True)
+        if self.pipe is not None:
+            return self.pipe.start(self)
         assert self.session is not None
         events = self.session.events
         older = None
@@ -119,6 +130,8 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
             self.write_message(json.dumps(event, separators=(",", ":")))
 
     def on_message(self, message: str | bytes) -> None:
+        if self.pipe is not None:
+            return self.pipe.send(message)
         session = self.session
         if session is None:
             return
@@ -155,6 +168,8 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
             self._send_direct({"type": "rejected", "error": {"code": code, "message": text}})
 
     def on_close(self) -> None:
+        if self.pipe is not None:
+            self.pipe.close()
         if self.session is not None and self.subscription is not None:
             self.session.events.unsubscribe(self.subscription)
         if self._forwarder is not None:

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import fields, replace
 from typing import Any
 
@@ -191,9 +192,12 @@ class Transcript:
         await self.store.delete_transcript(tenant, user)
         await self.store.delete_session(tenant, user)
 
-    async def recover(self) -> int:
-        """Cells left `running` by a server that died: outputs from events, `interrupted`."""
+    async def recover(self, which: Callable[[str, str], Awaitable[bool]] | None = None) -> int:
+        """Cells left `running` by a server that died: outputs from events, `interrupted`.
+        `which(tenant, user)` picks the users (replicas: those no live replica runs)."""
         cells = await self.store.running_cells()
+        if which is not None:
+            cells = [c for c in cells if await which(c.tenant, c.user)]
         for cell in cells:
             bodies = await self.store.events_between(
                 cell.tenant, cell.user, cell.first_seq - 1, 2**62

@@ -81,7 +81,10 @@ async def srv(tmp_path: Path) -> AsyncIterator[Server]:
     )
     files.reset_staging()
     state = SimpleNamespace(
-        settings=settings, auth=Authenticator((("acme", KEY), ("other", OTHER_KEY))), files=files
+        settings=settings,
+        auth=Authenticator((("acme", KEY), ("other", OTHER_KEY))),
+        files=files,
+        replicas=None,  # one server: nothing is forwarded
     )
     kw = {"state": state}
     app = tornado.web.Application(

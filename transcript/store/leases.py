@@ -90,6 +90,14 @@ class Leases:
             raise StoreUnavailable(f"MongoDB is unreachable: {type(exc).__name__}") from None
         return _lease(doc) if doc else None
 
+    async def holders(self, tenant: str) -> dict[str, Lease]:
+        """The unexpired leases of the tenant's users, by user."""
+        try:
+            cursor = self.collection.find({"tenant": tenant, "expires": {"$gt": _now()}})
+            return {d["user"]: _lease(d) for d in await cursor.to_list()}
+        except ConnectionFailure as exc:
+            raise StoreUnavailable(f"MongoDB is unreachable: {type(exc).__name__}") from None
+
     async def renew(
         self, keys: Iterable[tuple[str, str]], owner: str, seconds: float
     ) -> list[tuple[str, str]]:

@@ -13,12 +13,13 @@ Collections, each with a unique index on its key, created at `open`:
   keeps its place.
 - `events` (tenant, user, seq): written with ordered `insert_many`, one round trip a batch.
 - `files` (tenant, user, name): file records and expiry marks.
+- `leases` (tenant, user): which replica runs a user's kernel (`leases.py`).
 
 Every write can be repeated (a batch that was half applied when the server went away is
 written again whole): records are upserts, events skip a seq already stored, late outputs
 carry a token that is pushed once. When MongoDB cannot be reached, every call raises
 `StoreUnavailable`. Expiry stays the janitor's (a transcript goes with its files, and only
-when no server runs the user), so sessions, cells and events have no TTL index.
+when no replica runs the user), so sessions, cells and events have no TTL index; leases do.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 from files.listing import FileRecord
 
 from .base import CellRecord, SessionRecord, StoreUnavailable
+from .leases import Leases
 
 MAX_EXPIRED = 10_000  # names remembered as expired per user, newest kept (as in SQLite)
 IN_BATCH = 1000  # names per `$in`
@@ -139,6 +141,7 @@ class MongoStore:
         self.database = database
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._db: AsyncDatabase[dict[str, Any]] | None = None
+        self.leases: Leases | None = None  # for replicas sharing this database
 
     @property
     def db(self) -> AsyncDatabase[dict[str, Any]]:
@@ -161,6 +164,8 @@ class MongoStore:
             db = client[self.database]
             for name, indexes in INDEXES.items():
                 await db[name].create_indexes(indexes)
+            leases = Leases(db["leases"])
+            await leases.open()
         except PyMongoError as exc:
             await client.close()
             reason = (
@@ -169,12 +174,12 @@ class MongoStore:
                 else f"{type(exc).__name__}: {str(exc)[:200]}"
             )
             raise RuntimeError(f"MongoDB at {masked(self.uri)} is unusable ({reason})") from None
-        self._client, self._db = client, db
+        self._client, self._db, self.leases = client, db, leases
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
-            self._client = self._db = None
+            self._client = self._db = self.leases = None
 
     # -- sessions --------------------------------------------------------------------------
 

@@ -319,16 +319,19 @@ async def mongo(mongo_uri: str) -> AsyncIterator[MongoStore]:
         await s.close()
 
 
-async def test_mongodb_creates_unique_keys_at_open(mongo: MongoStore) -> None:
+async def test_mongodb_creates_unique_keys_and_the_lease_ttl_at_open(mongo: MongoStore) -> None:
     for name, key in [
         ("sessions", ["tenant", "user"]),
         ("cells", ["tenant", "user", "id"]),
         ("events", ["tenant", "user", "seq"]),
         ("files", ["tenant", "user", "name"]),
+        ("leases", ["tenant", "user"]),
     ]:
         indexes = await mongo.db[name].index_information()
         assert indexes["key"]["unique"] is True
         assert [k for k, _ in indexes["key"]["key"]] == key
+    ttl = (await mongo.db.leases.index_information())["ttl"]
+    assert ttl["expireAfterSeconds"] == 0 and ttl["key"] == [("expires", 1)]
     again = MongoStore(mongo.uri, mongo.database)
     await again.open()  # a second start (another replica) finds them as they are
     await again.close()

@@ -87,7 +87,7 @@ class ApiHandler(tornado.web.RequestHandler):
         if lease is None:
             return
         self._forward_user, self._lease = user, lease
-        self._forward = RestForward(self, lease.url, replicas.signer)
+        self._forward = RestForward(self, lease.url, replicas.forwarder)
         if type(self).body_received is not ApiHandler.body_received:  # uploads: stream it on
             self._streamed = True
             self._forward.start_streaming()
@@ -113,7 +113,7 @@ class ApiHandler(tornado.web.RequestHandler):
         """Send this request, whose body is in, to the replica at `url`; relay its answer."""
         replicas = self.state.replicas
         assert replicas is not None
-        self._forward = RestForward(self, url, replicas.signer)
+        self._forward = RestForward(self, url, replicas.forwarder)
         try:
             await self._forward.finish(self._whole_body())
         except OwnerUnreachable:

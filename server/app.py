@@ -27,7 +27,7 @@ from .api import NotFoundHandler
 from .auth import Authenticator
 from .config import Settings
 from .files_http import file_routes
-from .forwarding import Signer
+from .forwarding import Forwarder, Signer
 from .janitor import Janitor
 from .keys import server_secret
 from .logs import log_request
@@ -104,7 +104,7 @@ def replicas_for(
         settings.advertise_url,
         settings.lease_seconds,
         transcript,
-        Signer(secret, settings.replica_id),
+        Forwarder(Signer(secret, settings.replica_id)),
     )
 
 
@@ -161,6 +161,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         )
         stack.push_async_callback(registry.close_all)
         if replicas is not None:
+            stack.callback(replicas.forwarder.close)
             keeper = LeaseKeeper(replicas, registry)
             keeper.start()
             stack.push_async_callback(keeper.stop)

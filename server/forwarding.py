@@ -20,12 +20,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
-from tornado.httputil import HTTPHeaders, parse_response_start_line
+from tornado.httputil import (
+    HTTPHeaders,
+    HTTPMessageDelegate,
+    RequestStartLine,
+    ResponseStartLine,
+    parse_response_start_line,
+)
+from tornado.iostream import IOStream, StreamClosedError
+from tornado.netutil import DefaultLoopResolver, Resolver
+from tornado.tcpclient import TCPClient
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketClientConnection, WebSocketHandler, websocket_connect
 
@@ -47,6 +60,9 @@ CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 24 * 3600.0  # an execution may wait its turn and run long: the owner times it
 MAX_BODY = 1 << 40
 BODY_QUEUE = 8  # request body pieces in flight to the owner (back-pressure on the client)
+KEEP_IDLE = 20.0  # seconds a connection to another replica is kept idle (it closes its own
+# idle connections after --header-timeout, 60 s by default)
+KEEP_PER_REPLICA = 64
 
 
 class OwnerUnreachable(Exception):
@@ -81,15 +97,52 @@ class Signer:
         return hmac.compare_digest(mac, self._mac(replica, stamp, method, path))
 
 
-_client: AsyncHTTPClient | None = None
+class LiteralResolver(Resolver):
+    """An IP address as it is; names through the default resolver. (Tornado's default hands
+    every address, literal or not, to a thread for `getaddrinfo`: a thread hop per forwarded
+    request, and advertised URLs are usually addresses.)"""
+
+    def initialize(self) -> None:
+        self.fallback = DefaultLoopResolver()
+
+    async def resolve(
+        self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC
+    ) -> list[tuple[int, Any]]:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return await self.fallback.resolve(host, port, family)
+        return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, (host, port))]
 
 
-def http_client() -> AsyncHTTPClient:
-    """One client for every forwarded request, with room for many long ones at once."""
-    global _client
-    if _client is None:
-        _client = AsyncHTTPClient(force_instance=True, max_clients=10_000, max_body_size=MAX_BODY)
-    return _client
+CLIENT_PARAMS = HTTP1ConnectionParameters(decompress=False, max_body_size=MAX_BODY)
+
+
+class Forwarder:
+    """What forwarding needs, one per server: the signer, kept-alive connections to the
+    other replicas, an HTTP client for streamed bodies."""
+
+    def __init__(self, signer: Signer) -> None:
+        self.signer = signer
+        self.resolver = LiteralResolver()
+        self.connections = Connections(self.resolver)
+        self._client: AsyncHTTPClient | None = None
+
+    def http_client(self) -> AsyncHTTPClient:
+        """One client for every streamed request, with room for many long ones at once."""
+        if self._client is None:
+            self._client = AsyncHTTPClient(
+                force_instance=True,
+                max_clients=10_000,
+                max_body_size=MAX_BODY,
+                resolver=self.resolver,
+            )
+        return self._client
+
+    def close(self) -> None:
+        self.connections.close()
+        if self._client is not None:
+            self._client.close()
 
 
 def forward_headers(handler: RequestHandler, signer: Signer, whole_body: bool) -> HTTPHeaders:
@@ -106,10 +159,11 @@ def forward_headers(handler: RequestHandler, signer: Signer, whole_body: bool) -
 class RestForward:
     """One REST request on its way to the owner, and its answer on its way back."""
 
-    def __init__(self, handler: RequestHandler, base_url: str, signer: Signer) -> None:
+    def __init__(self, handler: RequestHandler, base_url: str, forwarder: Forwarder) -> None:
         self.handler = handler
         self.url = base_url + handler.request.uri
-        self.signer = signer
+        self.forwarder = forwarder
+        self.signer = forwarder.signer
         self._head: list[str] = []
         self._answered = False  # the owner's status line and headers are in
         self._body: asyncio.Queue[bytes | None] | None = None
@@ -146,6 +200,10 @@ class RestForward:
     async def finish(self, whole_body: bytes | None = None) -> None:
         """The request is in (`whole_body` when it was not streamed): until the answer has
         gone back. `OwnerUnreachable` when the owner could not be reached at all."""
+        if self._fetch is None and self.url.startswith("http://"):
+            await self._exchange(whole_body or b"")
+            self.handler.finish()
+            return
         if self._fetch is None:
             headers = forward_headers(self.handler, self.signer, True)
             self._fetch = self._send(headers, None, whole_body)
@@ -183,7 +241,7 @@ class RestForward:
             header_callback=self._header_line,
             streaming_callback=self._body_piece,
         )
-        return http_client().fetch(request, raise_error=False)  # type: ignore[return-value]
+        return self.forwarder.http_client().fetch(request, raise_error=False)  # type: ignore[return-value]
 
     def _header_line(self, line: str) -> None:
         if line.startswith("HTTP/"):
@@ -195,10 +253,14 @@ class RestForward:
         start = parse_response_start_line(self._head[0].strip())
         if start.code == 100:  # "100 Continue": the real answer follows
             return
+        self._answer(start.code, start.reason, HTTPHeaders.parse("".join(self._head[1:])))
+
+    def _answer(self, code: int, reason: str, headers: HTTPHeaders) -> None:
+        """The owner's status and headers, as this handler's."""
         handler = self.handler
-        handler.set_status(start.code, start.reason)
+        handler.set_status(code, reason)
         seen: set[str] = set()
-        for name, value in HTTPHeaders.parse("".join(self._head[1:])).get_all():
+        for name, value in headers.get_all():
             if name.lower() in HOP_BY_HOP:
                 continue
             if name in seen:
@@ -212,6 +274,106 @@ class RestForward:
         self.handler.write(chunk)
         self.handler.flush()
 
+    async def _exchange(self, body: bytes) -> None:
+        """The request with its whole body over a kept-alive connection to the owner (one
+        TCP connect and one owner-side connection set-up fewer per forwarded request). A
+        reused connection the owner had closed while idle is retried once on a new one:
+        nothing was answered on it, so the owner did not take the request."""
+        parts = urlsplit(self.url)
+        where = (parts.hostname or "", parts.port or 80)
+        method = self.handler.request.method or "GET"
+        headers = forward_headers(self.handler, self.signer, True)
+        headers["Host"] = parts.netloc
+        if body or method in ("POST", "PUT", "PATCH"):
+            headers["Content-Length"] = str(len(body))
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        for _ in range(2):
+            stream, reused = await self.forwarder.connections.take(where)
+            conn = HTTP1Connection(stream, True, CLIENT_PARAMS)
+            relay = _Relay(self)
+            try:
+                await conn.write_headers(RequestStartLine(method, target, "HTTP/1.1"), headers)
+                if body:
+                    await conn.write(body)
+                conn.finish()
+                await conn.read_response(relay)
+            except (StreamClosedError, OSError) as exc:
+                if self._answered:
+                    raise
+                stream.close()
+                if reused:
+                    continue
+                raise OwnerUnreachable(str(exc)) from None
+            if not self._answered:
+                stream.close()
+                if reused:
+                    continue
+                raise OwnerUnreachable("the owner closed the connection without an answer")
+            if not stream.closed() and relay.complete:
+                self.forwarder.connections.give(where, conn.detach())
+            return
+        raise OwnerUnreachable("the owner closed the connection twice without an answer")
+
+
+class _Relay(HTTPMessageDelegate):
+    """The owner's answer, read by tornado's HTTP/1.1 client code, relayed as it comes."""
+
+    def __init__(self, forward: RestForward) -> None:
+        self.forward = forward
+        self.complete = False
+
+    def headers_received(
+        self, start_line: RequestStartLine | ResponseStartLine, headers: HTTPHeaders
+    ) -> None:
+        assert isinstance(start_line, ResponseStartLine)
+        if start_line.code != 100:
+            self.forward._answer(start_line.code, start_line.reason, headers)
+
+    def data_received(self, chunk: bytes) -> None:
+        self.forward._body_piece(chunk)
+
+    def finish(self) -> None:
+        self.complete = True
+
+
+class Connections:
+    """Idle kept-alive connections to the other replicas, by (host, port)."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+        self._idle: dict[tuple[str, int], list[tuple[IOStream, float]]] = {}
+
+    async def take(self, where: tuple[str, int]) -> tuple[IOStream, bool]:
+        """A connection to `where`, and whether it is a reused one."""
+        idle = self._idle.get(where, [])
+        now = time.monotonic()
+        while idle:
+            stream, since = idle.pop()
+            if not stream.closed() and now - since < KEEP_IDLE:
+                return stream, True
+            stream.close()
+        try:
+            stream = await TCPClient(resolver=self.resolver).connect(
+                *where, timeout=CONNECT_TIMEOUT
+            )
+        except (OSError, TimeoutError) as exc:
+            raise OwnerUnreachable(str(exc)) from None
+        stream.set_nodelay(True)
+        return stream, False
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for stream, _ in idle:
+                stream.close()
+        self._idle.clear()
+
+    def give(self, where: tuple[str, int], stream: IOStream) -> None:
+        idle = self._idle.setdefault(where, [])
+        if len(idle) < KEEP_PER_REPLICA:
+            idle.append((stream, time.monotonic()))
+        else:
+            stream.close()
+
 
 class SocketPipe:
     """A WebSocket to the owner, its frames piped to and from a client's socket."""
@@ -221,11 +383,13 @@ class SocketPipe:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def connect(cls, handler: WebSocketHandler, base_url: str, signer: Signer) -> SocketPipe:
+    async def connect(
+        cls, handler: WebSocketHandler, base_url: str, forwarder: Forwarder
+    ) -> SocketPipe:
         """`OwnerUnreachable` when no socket could be opened to the owner; an
         `HTTPClientError` when the owner refused it (its status and body say why)."""
         url = "ws" + base_url.removeprefix("http") + handler.request.uri
-        headers = forward_headers(handler, signer, True)
+        headers = forward_headers(handler, forwarder.signer, True)
         for name in [n for n in headers if n.lower().startswith("sec-websocket-")]:
             del headers[name]  # this connection's handshake is its own (no compression)
         request = HTTPRequest(

@@ -29,10 +29,13 @@ from transcript.store.base import StoreUnavailable
 from transcript.store.leases import Lease, Leases
 from transcript.transcript import Transcript
 
-from .forwarding import HEADER, OwnerUnreachable, Signer, SocketPipe
+from .forwarding import HEADER, Forwarder, OwnerUnreachable, SocketPipe
 from .protocol import ProtocolError
 
 log = logging.getLogger(__name__)
+
+OWNER_CACHE_SECONDS = 1.0
+OWNERS_CACHED = 10_000  # past this, expired entries are dropped
 
 
 class Replicas:
@@ -45,14 +48,19 @@ class Replicas:
         url: str,
         lease_seconds: float,
         transcript: Transcript,
-        signer: Signer,
+        forwarder: Forwarder,
     ) -> None:
         self.leases = leases
         self.id = replica_id
         self.url = url.rstrip("/")
         self.lease_seconds = lease_seconds
         self.transcript = transcript
-        self.signer = signer
+        self.forwarder = forwarder
+        self.signer = forwarder.signer
+        # who ran a user a moment ago: one MongoDB read per second per user forwarded, not
+        # per request (a dead owner is noticed by the connection, a move within the second
+        # ends as a retryable 503 `session_elsewhere` at worst)
+        self._owners: dict[tuple[str, str], tuple[Lease, float]] = {}
 
     def forwarded(self, request: HTTPServerRequest) -> bool:
         """Another replica forwarded `request` here: serve it here, never forward it on."""
@@ -65,7 +73,19 @@ class Replicas:
         unless that is this one or the request was forwarded here."""
         if registry.find(tenant, user) is not None or self.forwarded(request):
             return None
-        return await self.elsewhere(tenant, user)
+        key = (tenant, user)
+        cached = self._owners.get(key)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        lease = await self.elsewhere(tenant, user)
+        if lease is not None:
+            now = time.monotonic()
+            if len(self._owners) >= OWNERS_CACHED:
+                self._owners = {k: v for k, v in self._owners.items() if v[1] > now}
+            self._owners[key] = (lease, now + OWNER_CACHE_SECONDS)
+        else:
+            self._owners.pop(key, None)
+        return lease
 
     async def elsewhere(self, tenant: str, user: str) -> Lease | None:
         """The lease of the live replica that runs the user, when that is not this one."""
@@ -81,6 +101,7 @@ class Replicas:
         """`lease`'s owner did not answer: wait until the lease would have expired (the
         owner renews it if it lives), then who runs the user now; None: nobody, so this
         replica may take the user over."""
+        self._owners.pop((tenant, user), None)
         await asyncio.sleep(max(0.0, lease.expires - time.time()) + 0.05)
         return await self.elsewhere(tenant, user)
 
@@ -174,16 +195,16 @@ async def session_or_pipe(
     """For a WebSocket: the user's session here, or a pipe to the replica that runs it."""
     if replicas is None:
         return (await registry.ensure(tenant, user))[0]
-    signer = replicas.signer
+    forwarder = replicas.forwarder
     lease = await replicas.owner(registry, handler.request, tenant, user)
     if lease is not None:
         try:
-            return await SocketPipe.connect(handler, lease.url, signer)
+            return await SocketPipe.connect(handler, lease.url, forwarder)
         except OwnerUnreachable:  # dead, most likely: its lease runs out, then it is ours
             lease = await replicas.after_expiry(lease, tenant, user)
         if lease is not None:
             try:
-                return await SocketPipe.connect(handler, lease.url, signer)
+                return await SocketPipe.connect(handler, lease.url, forwarder)
             except OwnerUnreachable:
                 raise unavailable(lease.url) from None
     try:
@@ -192,6 +213,6 @@ async def session_or_pipe(
         if replicas.forwarded(handler.request):
             raise
         try:
-            return await SocketPipe.connect(handler, exc.where, signer)
+            return await SocketPipe.connect(handler, exc.where, forwarder)
         except OwnerUnreachable:
             raise unavailable(exc.where) from None

@@ -91,6 +91,7 @@ class ApiHandler(tornado.web.RequestHandler):
         if type(self).body_received is not ApiHandler.body_received:  # uploads: stream it on
             self._streamed = True
             self._forward.start_streaming()
+        # tornado calls the method named after the request's, looked up on the instance
         setattr(self, (self.request.method or "get").lower(), self._forwarded)
 
     async def _forwarded(self, *args: str) -> None:

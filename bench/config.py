@@ -13,6 +13,8 @@ ALL_SYSTEMS = (
     "ours",
     "ours-pool0",
     "ours-rest",
+    "ours-mongo",
+    "ours-replicas",
     "gateway",
     "floor",
     "ours-sandbox",

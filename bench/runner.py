@@ -18,12 +18,14 @@ import bench.client_cost  # registers S8
 import bench.concurrency  # registers S5
 import bench.export  # registers S6
 import bench.hibernation  # registers S11
+import bench.replicas  # registers S12
 import bench.sandbox_cost  # registers S7
 from bench.clients.base import System
 from bench.clients.floor import FloorSystem
 from bench.clients.gateway import GatewaySystem
 from bench.clients.ours import OursSystem
 from bench.config import BenchConfig
+from bench.replicas import ReplicasSystem
 from bench.scenarios import SCENARIOS, Scenario
 from bench.stats import Metric, failed, unavailable
 
@@ -35,10 +37,12 @@ ONLY: dict[str, frozenset[str]] = {
     "ours-rest": frozenset({"S1", "S2"}),
     "ours-sandbox": frozenset({"S7"}),
     "ours-sandbox-pool0": frozenset({"S7"}),
+    "ours-mongo": frozenset({"S6"}),
+    "ours-replicas": frozenset({"S12"}),
 }
 NOT: dict[str, frozenset[str]] = {
-    "gateway": frozenset({"S6", "S7", "S8"}),
-    "floor": frozenset({"S6", "S7", "S8"}),
+    "gateway": frozenset({"S6", "S7", "S8", "S12"}),
+    "floor": frozenset({"S6", "S7", "S8", "S12"}),
 }
 SETTLE_S = 3.0  # after a start: the warm pool fills, start-up CPU dies down
 
@@ -54,6 +58,10 @@ def make_system(name: str, cfg: BenchConfig, workdir: Path) -> System:
         return OursSystem(cfg, workdir, name, "ours sandboxed", cfg.pool_size, sandbox=True)
     if name == "ours-sandbox-pool0":
         return OursSystem(cfg, workdir, name, "ours sandboxed (pool 0)", 0, sandbox=True)
+    if name == "ours-mongo":
+        return OursSystem(cfg, workdir, name, "ours (MongoDB)", cfg.pool_size, mongo=True)
+    if name == "ours-replicas":
+        return ReplicasSystem(cfg, workdir)
     if name == "gateway":
         return GatewaySystem(cfg, workdir)
     if name == "floor":

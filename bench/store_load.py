@@ -1,9 +1,10 @@
-"""Transcript write throughput of our SQLite store, driven in-process.
+"""Transcript write throughput of our stores, driven in-process.
 
 Run with the server's interpreter and the server's checkout on `PYTHONPATH` (it imports
-`transcript.store.sqlite` and nothing of the benchmark): `append_events` is called as the
+`transcript.store` and nothing of the benchmark): `append_events` is called as the
 transcript writer calls it, with events encoded as the server encodes them, in batches of
-a given size, on a fresh database file. Prints one JSON object: rates per batch size.
+a given size, on a fresh SQLite file or, with `--mongodb-uri`, a fresh MongoDB database
+(dropped at the end). Prints one JSON object: rates per batch size.
 """
 
 from __future__ import annotations
@@ -46,13 +47,22 @@ async def measure(store: Any, events: list[str], batch: int, first_seq: int) -> 
     return time.perf_counter() - start
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    from transcript.store.sqlite import SqliteStore  # the server's checkout, via PYTHONPATH
+def open_store(args: argparse.Namespace, tmp: str) -> Any:
+    # the server's checkout, via PYTHONPATH
+    if args.mongodb_uri:
+        from transcript.store.mongo import MongoStore
 
+        return MongoStore(args.mongodb_uri, f"kss_store_load_{uuid.uuid4().hex[:8]}")
+    from transcript.store.sqlite import SqliteStore
+
+    return SqliteStore(Path(tmp) / "store.sqlite")
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     exec_id = uuid.uuid4().hex
     out: dict[str, Any] = {"small": {}, "big": {}}
     with tempfile.TemporaryDirectory(prefix="kss-store-load-") as tmp:
-        store = SqliteStore(Path(tmp) / "store.sqlite")
+        store = open_store(args, tmp)
         await store.open()
         try:
             seq = 1
@@ -74,6 +84,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 rates.append(sum(map(len, big)) / 1e6 / elapsed)
             out["big"] = {"event_bytes": len(big[0]), "mb_per_s": rates}
         finally:
+            if args.mongodb_uri:
+                await store.db.client.drop_database(store.database)
             await store.close()
     return out
 
@@ -85,6 +97,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--big-events", type=int, default=20)
     parser.add_argument("--big-bytes", type=int, default=1_000_000)
+    parser.add_argument("--mongodb-uri", default="", help="measure the MongoDB store there")
     args = parser.parse_args()
     args.batches = args.batches or [1, 50, 2000]
     print(json.dumps(asyncio.run(main_async(args))))

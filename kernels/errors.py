@@ -39,3 +39,13 @@ class Draining(KernelError):
     """The server is shutting down: it takes no new sessions or executions."""
 
     code = "draining"
+
+
+class SessionElsewhere(KernelError):
+    """Another server replica runs the user's kernel; `where` says how to reach it."""
+
+    code = "session_elsewhere"
+
+    def __init__(self, message: str, where: str) -> None:
+        super().__init__(message)
+        self.where = where

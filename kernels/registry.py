@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import CapacityExceeded, Draining, SessionNotFound
+from .gate import OpenGate, SessionGate
 from .installs import PackageSource
 from .limits import Limits
 from .pool import KernelPool
@@ -31,6 +32,7 @@ class SessionRegistry:
         max_sessions: int = 100,
         max_sessions_per_tenant: int = 0,
         packages: PackageSource | None = None,
+        gate: SessionGate | None = None,
     ) -> None:
         self.pool = pool
         self.limits = limits
@@ -39,6 +41,7 @@ class SessionRegistry:
         self.packages = packages
         self.max_sessions = max_sessions
         self.max_per_tenant = max_sessions_per_tenant or max_sessions
+        self.gate: SessionGate = gate or OpenGate()
         self._sessions: dict[Key, KernelSession] = {}
         self._creating: dict[Key, asyncio.Future[KernelSession]] = {}
         self.draining = False
@@ -65,6 +68,10 @@ class SessionRegistry:
         """Every live session of every tenant (for operators' numbers)."""
         return list(self._sessions.values())
 
+    def keys(self) -> list[Key]:
+        """(tenant, user) of every session, live or being created."""
+        return [*self._sessions, *self._creating]
+
     async def ensure(self, tenant: str, user: str) -> tuple[KernelSession, bool]:
         """The user's session, creating it (and claiming a kernel) if needed."""
         key = (tenant, user)
@@ -85,7 +92,10 @@ class SessionRegistry:
                 break
         future: asyncio.Future[KernelSession] = asyncio.get_running_loop().create_future()
         self._creating[key] = future
+        claimed = False
         try:
+            await self.gate.claim(tenant, user)  # SessionElsewhere: another server runs it
+            claimed = True
             work_dir = self.work_dir_for(tenant, user)
             work_dir.mkdir(parents=True, exist_ok=True)
             resume = await self.observer.resume(tenant, user)
@@ -105,6 +115,8 @@ class SessionRegistry:
             future.set_result(session)
             return session, True
         except BaseException as exc:
+            if claimed:
+                await self._release(tenant, user)
             if not future.done():
                 future.set_exception(exc)
                 future.exception()  # consumed here; waiters re-raise it
@@ -159,6 +171,13 @@ class SessionRegistry:
             done.set_result(None)
         log.info("session %s/%s closed", tenant, user)
         await self._notify(session)
+        await self._release(tenant, user)
+
+    async def _release(self, tenant: str, user: str) -> None:
+        try:
+            await self.gate.release(tenant, user)
+        except Exception:
+            log.exception("gate failed to release %s/%s", tenant, user)
 
     async def _notify(self, session: KernelSession) -> None:
         try:
@@ -216,3 +235,4 @@ class SessionRegistry:
         await asyncio.gather(*(s.close(hibernate=True) for s in sessions), return_exceptions=True)
         for session in sessions:
             await self._notify(session)
+        await asyncio.gather(*(self._release(s.tenant, s.user) for s in sessions))

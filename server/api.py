@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 
 from kernels import log_context
+from kernels.errors import SessionElsewhere
+from kernels.session import KernelSession
 
 from .auth import DEFAULT_TTL, Access, Principal, authenticate
 from .errors import log_exception, write_error
+from .forwarding import OwnerUnreachable, RestForward
 from .protocol import (
     USER_RE,
     ProtocolError,
@@ -25,8 +28,11 @@ from .protocol import (
     parse_json_object,
     validate_user,
 )
+from .replicas import unavailable
 
 if TYPE_CHECKING:
+    from transcript.store.leases import Lease
+
     from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,10 @@ class ApiHandler(tornado.web.RequestHandler):
         self._too_large = False
         self._body_at = 0.0  # when body bytes last arrived
         self._body_timer: asyncio.TimerHandle | None = None
+        self._forward: RestForward | None = None  # the request goes to another replica
+        self._forward_user = ""
+        self._lease: Lease | None = None
+        self._streamed = False  # its body goes on as it arrives
         self.allow_origin()  # RequestHandler.__init__ set the default headers before this
 
     def set_default_headers(self) -> None:
@@ -87,6 +97,77 @@ class ApiHandler(tornado.web.RequestHandler):
             raise ProtocolError(413, "payload_too_large", f"body over {self.body_limit()} bytes")
         if self.content_length or "Transfer-Encoding" in self.request.headers:
             self._watch_body()
+        if self.auth_required:
+            await self._forward_if_elsewhere()
+
+    @property
+    def forwarding(self) -> bool:
+        """The request goes to the replica that runs its user (subclasses' `prepare` stop)."""
+        return self._forward is not None
+
+    async def _forward_if_elsewhere(self) -> None:
+        """A request for a user another replica runs goes there (`server/forwarding.py`):
+        tornado then calls `_forwarded`, once the body is in, instead of the method."""
+        replicas = self.state.replicas
+        if replicas is None or not self.path_args:
+            return
+        try:
+            user = validate_user(self.path_args[0])
+        except ProtocolError:
+            return  # the handler answers 400
+        lease = await replicas.owner(self.state.registry, self.request, self.tenant, user)
+        if lease is None:
+            return
+        self._forward_user, self._lease = user, lease
+        self._forward = RestForward(self, lease.url, replicas.forwarder)
+        if type(self).body_received is not ApiHandler.body_received:  # uploads: stream it on
+            self._streamed = True
+            self._forward.start_streaming()
+        # tornado calls the method named after the request's, looked up on the instance
+        setattr(self, (self.request.method or "get").lower(), self._forwarded)
+
+    async def _forwarded(self, *args: str) -> None:
+        assert self._forward is not None and self._lease is not None
+        try:
+            return await self._forward.finish(None if self._streamed else self._whole_body())
+        except OwnerUnreachable:
+            if self._streamed:
+                raise unavailable(self._lease.url) from None
+        replicas = self.state.replicas
+        assert replicas is not None
+        lease = await replicas.after_expiry(self._lease, self.tenant, self._forward_user)
+        if lease is not None:
+            return await self.forward_to(lease.url)
+        self._forward = None  # the owner died and its lease ran out: served here
+        method = getattr(type(self), (self.request.method or "get").lower())
+        await method(self, *args)
+
+    async def forward_to(self, url: str) -> None:
+        """Send this request, whose body is in, to the replica at `url`; relay its answer."""
+        replicas = self.state.replicas
+        assert replicas is not None
+        self._forward = RestForward(self, url, replicas.forwarder)
+        try:
+            await self._forward.finish(self._whole_body())
+        except OwnerUnreachable:
+            raise unavailable(url) from None
+
+    def _whole_body(self) -> bytes:
+        if self._too_large:
+            raise ProtocolError(413, "payload_too_large", f"body over {self.body_limit()} bytes")
+        return b"".join(self._chunks)
+
+    async def ensure_session(self, user: str) -> tuple[KernelSession, bool] | None:
+        """The user's session, created here if need be; None when another replica took the
+        user first, and the request has been answered from there."""
+        try:
+            return await self.state.registry.ensure(self.tenant, user)
+        except SessionElsewhere as exc:
+            replicas = self.state.replicas
+            if replicas is None or replicas.forwarded(self.request):
+                raise
+            await self.forward_to(exc.where)
+            return None
 
     def _watch_body(self) -> None:
         """Answer 408 once the body stops arriving for `--body-idle-timeout` seconds."""
@@ -120,6 +201,9 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         self._body_at = asyncio.get_running_loop().time()
+        if self._streamed:
+            assert self._forward is not None
+            return self._forward.feed(chunk)
         return self.body_received(chunk)
 
     def body_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -139,6 +223,8 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def on_connection_close(self) -> None:
         self._unwatch_body()
+        if self._forward is not None:
+            self._forward.abort()
         super().on_connection_close()
 
     def json_body(self) -> dict[str, Any]:

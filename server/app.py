@@ -22,6 +22,7 @@ from kernels.sandbox import cleanup_leftovers, make_launcher
 from packages.allowlist import Allowlist
 from packages.installer import PackageInstaller
 from transcript.store.base import Store
+from transcript.store.mongo import MongoStore
 from transcript.store.sqlite import SqliteStore
 from transcript.transcript import Transcript
 
@@ -31,6 +32,7 @@ from .auth import Authenticator
 from .config import Settings
 from .console_http import CONSOLE_ROUTES
 from .files_http import FILE_ROUTES
+from .forwarding import Forwarder, Signer
 from .janitor import Janitor
 from .keys import server_secret
 from .logs import log_request
@@ -38,6 +40,7 @@ from .metrics_http import MetricsHandler
 from .notebook_http import BundleHandler, NotebookHandler, NotebookLinkHandler, NotesHandler
 from .origins import Origins, parse_origins
 from .recorder import SessionRecorder
+from .replicas import LeaseGate, LeaseKeeper, Replicas
 from .state import AppState
 from .websocket import SessionSocket
 
@@ -104,6 +107,30 @@ def launcher_for(settings: Settings) -> Launcher:
     )
 
 
+def store_for(settings: Settings) -> Store:
+    """MongoDB when a URI is set (replicas share it), else SQLite in the data dir."""
+    if settings.mongodb_uri:
+        return MongoStore(settings.mongodb_uri, settings.mongodb_db)
+    return SqliteStore(settings.data_dir / "kss.sqlite3")
+
+
+def replicas_for(
+    settings: Settings, store: Store, transcript: Transcript, secret: bytes
+) -> Replicas | None:
+    """With `--replica-id`: this replica among those sharing the MongoDB store."""
+    if not settings.replica_id:
+        return None
+    assert isinstance(store, MongoStore) and store.leases is not None
+    return Replicas(
+        store.leases,
+        settings.replica_id,
+        settings.advertise_url,
+        settings.lease_seconds,
+        transcript,
+        Forwarder(Signer(secret, settings.replica_id)),
+    )
+
+
 def package_installer(settings: Settings) -> PackageInstaller | None:
     """The installer of allowlisted packages, or None with `--package-allowlist off`."""
     if settings.package_allowlist == "off":
@@ -130,8 +157,8 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         stack.push_async_callback(cleanup_leftovers, runtime, policy)
         launcher = launcher_for(settings)
 
-        store: Store = SqliteStore(settings.data_dir / "kss.sqlite3")
-        await store.open()
+        store = store_for(settings)
+        await store.open()  # RuntimeError naming the store when it cannot be used
         stack.push_async_callback(store.close)
 
         file_pool = FairPool(settings.file_workers)
@@ -139,13 +166,15 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         secret = server_secret(settings.data_dir)
         work_dirs = WorkDirs(settings.data_dir / "work", secret)
         await asyncio.to_thread(work_dirs.adopt_legacy, settings.data_dir / "files")
-        files = FileAreas(
-            work_dirs, settings.data_dir / "staging", store, file_pool, settings.files
-        )
+        # Replicas share the data dir; each wipes its own staging dir at start.
+        staging = "staging-" + settings.replica_id if settings.replica_id else "staging"
+        files = FileAreas(work_dirs, settings.data_dir / staging, store, file_pool, settings.files)
         files.reset_staging()  # uploads a crash cut short: never visible to a kernel, gone now
 
-        transcript = Transcript(store)
-        await transcript.recover()
+        transcript = Transcript(store, settings.transcript_buffer)
+        replicas = replicas_for(settings, store, transcript, secret)
+        # Cells a dead server left running; with replicas, only users no live one runs.
+        await transcript.recover(replicas.is_orphan if replicas else None)
         transcript.start()
         stack.push_async_callback(transcript.stop)
 
@@ -168,8 +197,20 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
             max_sessions=settings.max_sessions,
             max_sessions_per_tenant=settings.max_sessions_per_tenant,
             packages=package_installer(settings),
+            gate=LeaseGate(replicas) if replicas else None,
         )
         stack.push_async_callback(registry.close_all)
+        if replicas is not None:
+            stack.callback(replicas.forwarder.close)
+            keeper = LeaseKeeper(replicas, registry)
+            keeper.start()
+            stack.push_async_callback(keeper.stop)
+            log.info(
+                "replica %r at %s, leases of %g s",
+                replicas.id,
+                replicas.url,
+                replicas.lease_seconds,
+            )
 
         janitor = Janitor(
             registry,
@@ -185,7 +226,9 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         log.info("kernels run with sandbox mode %r", launcher.mode)
         auth = Authenticator(settings.api_keys, secret)
         origins = Origins(parse_origins(settings.allowed_origins))
-        yield AppState(settings, auth, store, pool, registry, transcript, files, janitor, origins)
+        yield AppState(
+            settings, auth, store, pool, registry, transcript, files, janitor, origins, replicas
+        )
 
 
 async def drain(state: AppState, timeout: float) -> None:

@@ -156,6 +156,27 @@ class Settings:
         default=30,
         metadata=_help("seconds running executions get to finish on SIGTERM, then interrupted"),
     )
+    mongodb_uri: str = field(
+        default="",
+        metadata=_help(
+            "MongoDB URI: keep sessions, transcripts and file records there (not SQLite)"
+        ),
+    )
+    mongodb_db: str = field(default="kss", metadata=_help("MongoDB database of the store"))
+    transcript_buffer: int = field(
+        default=200_000,
+        metadata=_help("transcript items held while the store is unreachable; more are dropped"),
+    )
+    replica_id: str = field(
+        default="",
+        metadata=_help("this replica's name among servers sharing one MongoDB (needs the URI)"),
+    )
+    advertise_url: str = field(
+        default="", metadata=_help("where other replicas reach this one (default http://HOST:PORT)")
+    )
+    lease_seconds: float = field(
+        default=15, metadata=_help("seconds a replica's lease on a user's kernel lasts unrenewed")
+    )
     limits: Limits = field(default_factory=Limits)
     sandbox_policy: SandboxPolicy = field(default_factory=SandboxPolicy)
     files: FileLimits = field(default_factory=FileLimits)
@@ -349,7 +370,11 @@ def finalize(settings: Settings) -> Settings:
         parse_origins(settings.allowed_origins)
     except ValueError as exc:
         raise ValueError(f"allowed_origins: {exc}") from None
-    for name in ("header_timeout", "body_idle_timeout", "max_token_ttl"):
+    if settings.replica_id and not settings.mongodb_uri:
+        raise ValueError("replica_id: replicas share a MongoDB store; set mongodb_uri too")
+    if settings.replica_id and not NAME_RE.match(settings.replica_id):
+        raise ValueError("replica_id: want 1-128 of [A-Za-z0-9._@-]")
+    for name in ("header_timeout", "body_idle_timeout", "max_token_ttl", "lease_seconds"):
         if not getattr(settings, name) > 0:
             raise ValueError(f"{name} must be a positive number of seconds")
     if settings.metrics_port and settings.metrics_port == settings.port:
@@ -362,8 +387,13 @@ def finalize(settings: Settings) -> Settings:
     if not settings.log_format:
         changes["log_format"] = "text" if sys.stderr.isatty() else "json"
     if not str(settings.runtime_dir) or settings.runtime_dir == Path():
-        digest = hashlib.sha1(str(data_dir).encode()).hexdigest()[:10]
+        # Replicas may share the data dir: each needs its own runtime dir, whose leftovers
+        # it removes at start.
+        name = f"{data_dir}|{settings.replica_id}" if settings.replica_id else str(data_dir)
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
         changes["runtime_dir"] = Path("/tmp") / f"kss-{os.getuid()}-{digest}"
+    if settings.replica_id and not settings.advertise_url:
+        changes["advertise_url"] = f"http://{settings.host}:{settings.port}"
     if not settings.api_keys:
         changes["api_keys"] = (("default", _generated_key(data_dir)),)
         changes["generated_key"] = True

@@ -34,6 +34,7 @@ from kernels.errors import (
     PackagesDisabled,
     QueueFull,
     SessionClosed,
+    SessionElsewhere,
     SessionNotFound,
 )
 from packages.errors import (
@@ -42,6 +43,7 @@ from packages.errors import (
     PackageInstallTimeout,
     PackageRefused,
 )
+from transcript.store.base import StoreUnavailable
 
 from .protocol import ProtocolError
 
@@ -67,6 +69,7 @@ DOMAIN_STATUS: dict[type[Exception], int] = {
     PackagesDisabled: 403,
     PackageInstallFailed: 422,
     PackageInstallTimeout: 504,
+    SessionElsewhere: 503,  # a forwarded request whose user moved on meanwhile
 }
 
 
@@ -83,6 +86,8 @@ def error_status(exc: BaseException) -> tuple[int, str, str]:
         return status, exc.code, str(exc)
     if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES:
         return 503, "server_busy", "the server is short of resources; try again shortly"
+    if isinstance(exc, StoreUnavailable):
+        return 503, exc.code, "the store is unreachable; try again shortly"
     if isinstance(exc, tornado.web.HTTPError):
         code = responses.get(exc.status_code, "error").lower().replace(" ", "_")
         return exc.status_code, code, exc.log_message or responses.get(exc.status_code, "error")
@@ -124,5 +129,8 @@ def log_exception(
         return True
     if isinstance(value, OSError) and value.errno in OUT_OF_RESOURCES:
         log.error("%s -> 503: %s", where, value.strerror)
+        return True
+    if isinstance(value, StoreUnavailable):
+        log.warning("%s -> 503: %s", where, value)
         return True
     return False

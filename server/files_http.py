@@ -121,7 +121,7 @@ class FilesHandler(FilesBase):
 
     async def prepare(self) -> None:
         await super().prepare()
-        if self.request.method != "POST":
+        if self.request.method != "POST" or self.forwarding:
             return
         self._area = self.area(self.path_args[0])
         try:
@@ -217,7 +217,7 @@ class FileHandler(FilesBase):
 
     async def prepare(self) -> None:
         await super().prepare()
-        if self.request.method != "PUT":
+        if self.request.method != "PUT" or self.forwarding:
             return
         user, name = self.path_args
         self._area = self.area(user)

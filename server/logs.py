@@ -31,6 +31,7 @@ from typing import IO, Any
 import tornado.web
 
 from kernels import log_context
+from transcript.store.mongo import uri_password
 
 from .config import Settings
 
@@ -233,7 +234,9 @@ class _Window:
 def install_filters(handler: logging.Handler, settings: Settings) -> logging.Handler:
     """Rate limit, then redaction, on `handler`."""
     handler.addFilter(RateLimiter(handler.handle))
-    handler.addFilter(Redactor([*(key for _, key in settings.api_keys), settings.metrics_token]))
+    secrets = [key for _, key in settings.api_keys]
+    secrets += [settings.metrics_token, uri_password(settings.mongodb_uri)]
+    handler.addFilter(Redactor(secrets))
     return handler
 
 

@@ -7,6 +7,7 @@ import time
 
 from kernels.errors import SessionNotFound
 from kernels.installs import described
+from transcript.store.base import StoreUnavailable
 
 from .api import ApiHandler, iso_time
 from .auth import Access
@@ -14,13 +15,21 @@ from .protocol import ProtocolError, parse_execute, parse_packages
 
 
 class HealthHandler(ApiHandler):
+    """Liveness for a load balancer: 200 while the server serves; `degraded` (still 200:
+    executions work) while the store cannot take the transcript's writes."""
+
     auth_required = False
 
     def get(self) -> None:
         if self.state.draining:  # a load balancer stops routing here
             self.set_header("Retry-After", "10")
             return self.write_json({"status": "draining"}, 503)
-        self.write_json({"status": "ok"})
+        health = self.state.transcript.health()
+        if health["state"] == "ok":
+            return self.write_json({"status": "ok"})
+        self.write_json(
+            {"status": "degraded", "store": {"backend": self.state.store.backend, **health}}
+        )
 
 
 class StatusHandler(ApiHandler):
@@ -28,19 +37,29 @@ class StatusHandler(ApiHandler):
     server (the pool, the disk, other tenants) are for operators, not tenants."""
 
     async def get(self) -> None:
+        store: dict[str, object] = {"backend": self.state.store.backend}
+        if not self.state.transcript.degraded:
+            try:
+                store = await self.state.store.status(self.tenant)
+            except StoreUnavailable:
+                pass  # reported by the transcript's health from now on
+        health = self.state.transcript.health()
         self.write_json(
             {
                 "sessions": len(self.state.registry.list(self.tenant)),
                 "sandbox": self.state.pool.launcher.mode,
-                "store": await self.state.store.status(self.tenant),
+                "store": {**store, **health},
             }
         )
 
 
 class SessionsHandler(ApiHandler):
     async def get(self) -> None:
+        replicas = self.state.replicas
+        elsewhere = await replicas.running_elsewhere(self.tenant) if replicas else set()
         records = {
-            r.user: {**r.public(), "state": "closed"}  # live sessions overwrite this below
+            # closed unless another replica runs it; live sessions here overwrite this below
+            r.user: {**r.public(), "state": r.state if r.user in elsewhere else "closed"}
             for r in await self.state.transcript.sessions(self.tenant)
         }
         for session in self.state.registry.list(self.tenant):
@@ -53,7 +72,9 @@ class SessionHandler(ApiHandler):
 
     async def put(self, user: str) -> None:
         user = self.user_arg(user)
-        session, created = await self.state.registry.ensure(self.tenant, user)
+        if (found := await self.ensure_session(user)) is None:
+            return  # answered by the replica that runs the user
+        session, created = found
         self.write_json(session.info(), 201 if created else 200)
 
     async def get(self, user: str) -> None:
@@ -97,8 +118,9 @@ class ExecuteHandler(ApiHandler):
         request = parse_execute(
             self.json_body(), settings.max_code_bytes, settings.limits.max_timeout
         )
-        session, _ = await self.state.registry.ensure(self.tenant, user)
-        execution = session.submit(
+        if (found := await self.ensure_session(user)) is None:
+            return  # answered by the replica that runs the user
+        execution = found[0].submit(
             request.code, request.id, request.timeout, list(request.install_packages)
         )
         cell = await execution.done

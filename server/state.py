@@ -18,6 +18,7 @@ from .config import Settings
 from .janitor import Janitor
 from .metrics import Metrics
 from .origins import Origins
+from .replicas import Replicas
 
 
 @dataclass
@@ -33,6 +34,7 @@ class AppState:
     origins: Origins = field(default_factory=Origins)
     sockets: set[tornado.websocket.WebSocketHandler] = field(default_factory=set)  # open WebSockets
     sockets_closed: asyncio.Event = field(default_factory=asyncio.Event)  # set when none
+    replicas: Replicas | None = None  # with replicas sharing a MongoDB
     metrics: Metrics = field(init=False)
 
     def __post_init__(self) -> None:

@@ -26,6 +26,7 @@ from kernels.storable import clean_text
 from .api import bind_request
 from .auth import Access, authenticate
 from .errors import error_status, log_exception, write_error
+from .forwarding import SocketPipe
 from .protocol import (
     ControlFrame,
     ProtocolError,
@@ -34,6 +35,7 @@ from .protocol import (
     parse_since,
     validate_user,
 )
+from .replicas import session_or_pipe
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -46,6 +48,7 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         self.state = state
         self.tenant = ""
         self.session: KernelSession | None = None
+        self.pipe: SocketPipe | None = None
         self.subscription: Subscription | None = None
         self._forwarder: asyncio.Task[None] | None = None
         self._since: int | None = None
@@ -82,12 +85,20 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
 
     async def get(self, user: str, *args: Any, **kwargs: Any) -> None:
         user = validate_user(user)
-        self.session, _ = await self.state.registry.ensure(self.tenant, user)
+        found = await session_or_pipe(
+            self, self.state.replicas, self.state.registry, self.tenant, user
+        )
+        if isinstance(found, SocketPipe):
+            self.pipe = found  # another replica runs the user: frames go there and back
+        else:
+            self.session = found
         await super().get(user, *args, **kwargs)
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         self.set_nodelay(True)
         self.state.socket_opened(self)
+        if self.pipe is not None:
+            return self.pipe.start(self)
         assert self.session is not None
         events = self.session.events
         older = None
@@ -133,6 +144,8 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
             self.write_message(json.dumps(event, separators=(",", ":")))
 
     def on_message(self, message: str | bytes) -> None:
+        if self.pipe is not None:
+            return self.pipe.send(message)
         session = self.session
         if session is None:
             return
@@ -172,6 +185,8 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         self.state.socket_closed(self)
+        if self.pipe is not None:
+            self.pipe.close()
         if self.session is not None and self.subscription is not None:
             self.session.events.unsubscribe(self.subscription)
         if self._forwarder is not None:

@@ -11,11 +11,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+import pytest_asyncio
+
 from server.app import lifespan, make_app
 from server.config import Settings, finalize, with_options
 from server.http_server import EdgeServer, make_http_server
 from server.state import AppState
 from tests.client import Api
+from tests.mongo import EXTERNAL_URI, WireServer
 
 KEY = "test-key-tenant-one"
 KEY2 = "test-key-tenant-two"
@@ -42,6 +46,21 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "janitor_interval": 3600,
     }
     return finalize(with_options(Settings(), {**base, **overrides}))
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A MongoDB server for the whole run: `KSS_TEST_MONGODB_URI`'s, else a `secantusd-py`
+    on a free port. Users of it take a database of their own (`tests.mongo.database_name`)."""
+    if EXTERNAL_URI:
+        yield EXTERNAL_URI
+        return
+    server = WireServer(tmp_path_factory.mktemp("mongo"), free_port())
+    await server.start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
 
 
 class RunningServer:

@@ -4,6 +4,14 @@ Sessions hand events and cells to `Transcript` synchronously; one owned task wri
 the store in batches, in order. Readers (`replay`, notebook export) flush first, so they
 see everything published before they asked. At start, cells a crashed server left running
 are rebuilt from their stored events and marked `interrupted`.
+
+Two kinds of failure, told apart. A store that cannot be reached (`StoreUnavailable`: a
+network store that is down) fails every item alike and will take them later: the batch is
+retried with backoff, in order, and what sessions hand over meanwhile waits behind it, up
+to `buffer` items; the transcript reports itself degraded, and readers fail at once (503)
+rather than wait. Past the buffer, items are dropped, counted, logged and reported by
+`health()`: never silently. An item the store refuses (text it cannot encode) fails alone:
+the batch is written item by item, such an item once more repaired, else dropped and logged.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import fields, replace
 from typing import Any
 
@@ -23,18 +32,22 @@ from kernels.states import CellStatus
 from kernels.stats import Histogram
 from kernels.storable import clean, clean_text
 
-from .store.base import CellRecord, SessionRecord, Store
+from .store.base import CellRecord, SessionRecord, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 BATCH = 2000
 WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+BUFFER = 200_000  # items waiting for the store, at most
+RETRY_FIRST, RETRY_MAX = 0.05, 2.0  # seconds between tries of an unreachable store
+STOP_GRACE = 10.0  # seconds `stop` gives an unreachable store to come back
 Op = tuple[str, Any]
 
 
 class Transcript:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, buffer: int = BUFFER) -> None:
         self.store = store
+        self.buffer = buffer
         self._queue: asyncio.Queue[Op] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.write_seconds = Histogram(WRITE_BUCKETS)  # one per batch written
@@ -44,20 +57,75 @@ class Transcript:
     def backlog(self) -> int:
         """Items handed over and not yet in the store."""
         return self._queue.qsize() + self._writing
+        self._unreachable_since: float | None = None
+        self._lost = asyncio.Event()  # set while the store cannot be reached
+        self._dropped = 0  # items the full buffer refused, since start
+        self._last_error = ""
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._write(), name="transcript")
 
     async def stop(self) -> None:
-        await self.flush()
+        try:
+            async with asyncio.timeout(STOP_GRACE if self.degraded else None):
+                await self._queue.join()
+        except TimeoutError:
+            log.error(
+                "transcript: %d items not written: the store stayed unreachable (%s)",
+                self._queue.qsize(),
+                self._last_error,
+            )
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def flush(self) -> None:
-        """Until everything handed over so far is in the store."""
-        await self._queue.join()
+        """Until everything handed over so far is in the store; `StoreUnavailable` at once
+        while the store cannot be reached (a reader then fails instead of hanging)."""
+        join = asyncio.ensure_future(self._queue.join())
+        try:
+            while not join.done():
+                self._raise_if_degraded()
+                lost = asyncio.ensure_future(self._lost.wait())
+                await asyncio.wait([join, lost], return_when=asyncio.FIRST_COMPLETED)
+                lost.cancel()
+        finally:
+            join.cancel()
+
+    @property
+    def degraded(self) -> bool:
+        return self._unreachable_since is not None
+
+    def health(self) -> dict[str, Any]:
+        """{"state": "ok"|"degraded", "held", "dropped"[, "since", "error"]}: whether the
+        store takes writes, items waiting for it, items the full buffer dropped."""
+        report: dict[str, Any] = {
+            "state": "degraded" if self.degraded else "ok",
+            "held": self._queue.qsize(),
+            "dropped": self._dropped,
+        }
+        if self._unreachable_since is not None:
+            report["since"] = self._unreachable_since
+            report["error"] = self._last_error
+        return report
+
+    def _raise_if_degraded(self) -> None:
+        if self.degraded:
+            raise StoreUnavailable(f"the store is unreachable: {self._last_error}")
+
+    def _put(self, op: Op) -> None:
+        if self._queue.qsize() >= self.buffer:
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 10_000 == 0:
+                log.error(
+                    "transcript: buffer of %d items full, %d items dropped so far (store: %s)",
+                    self.buffer,
+                    self._dropped,
+                    "unreachable" if self.degraded else "slow",
+                )
+            return
+        self._queue.put_nowait(op)
 
     # -- what sessions hand over -----------------------------------------------------------
 
@@ -69,7 +137,7 @@ class Transcript:
         record = await self.store.get_session(tenant, user)
 
         def sink(seq: int, encoded: str) -> None:
-            self._queue.put_nowait(("event", (tenant, user, seq, encoded)))
+            self._put(("event", (tenant, user, seq, encoded)))
 
         if record is None:
             return Resume(last, sink)
@@ -87,22 +155,22 @@ class Transcript:
             metadata={"started": info.started, "kernel_id": info.kernel_id, "id": info.exec_id},
             first_seq=info.first_seq,
         )
-        self._queue.put_nowait(("cell", record))
+        self._put(("cell", record))
 
     def cell_finished(self, session: SessionView, cell: Cell) -> None:
-        self._queue.put_nowait(("cell", cell_record(session.tenant, session.user, cell)))
+        self._put(("cell", cell_record(session.tenant, session.user, cell)))
 
     def outputs_added(
         self, session: SessionView, cell_id: str, outputs: list[dict[str, Any]]
     ) -> None:
-        self._queue.put_nowait(("outputs", (session.tenant, session.user, cell_id, outputs)))
+        self._put(("outputs", (session.tenant, session.user, cell_id, outputs)))
 
     def save_session(self, record: SessionRecord) -> None:
-        self._queue.put_nowait(("session", record))
+        self._put(("session", record))
 
     def add_note(self, tenant: str, user: str, markdown: str, note_id: str, seq: int) -> None:
         record = CellRecord(tenant, user, note_id, "markdown", markdown, time.time(), first_seq=seq)
-        self._queue.put_nowait(("cell", record))
+        self._put(("cell", record))
 
     # -- reading back ----------------------------------------------------------------------
 
@@ -135,9 +203,12 @@ class Transcript:
         await self.store.delete_transcript(tenant, user)
         await self.store.delete_session(tenant, user)
 
-    async def recover(self) -> int:
-        """Cells left `running` by a server that died: outputs from events, `interrupted`."""
+    async def recover(self, which: Callable[[str, str], Awaitable[bool]] | None = None) -> int:
+        """Cells left `running` by a server that died: outputs from events, `interrupted`.
+        `which(tenant, user)` picks the users (replicas: those no live replica runs)."""
         cells = await self.store.running_cells()
+        if which is not None:
+            cells = [c for c in cells if await which(c.tenant, c.user)]
         for cell in cells:
             bodies = await self.store.events_between(
                 cell.tenant, cell.user, cell.first_seq - 1, 2**62
@@ -164,33 +235,60 @@ class Transcript:
                 batch.append(self._queue.get_nowait())
             t0, self._writing = time.perf_counter(), len(batch)
             try:
-                await self._write_batch(batch)
-            except Exception:
-                await self._write_each(batch)
+                if not await self._write_until_stored(batch):
+                    await self._write_each(batch)
             finally:
                 self.write_seconds.observe(time.perf_counter() - t0)
                 self._writing = 0
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _write_each(self, batch: list[Op]) -> None:
-        """A batch failed: write its items one by one, so a bad item fails alone. An item
-        that fails is written once more with its text made storable, else dropped."""
-        for kind, item in batch:
+    async def _write_until_stored(self, batch: list[Op]) -> bool:
+        """Write `batch`, retrying with backoff while the store cannot be reached; False when
+        the store refused it (some item of it cannot be stored)."""
+        delay = RETRY_FIRST
+        while True:
             try:
-                await self._write_batch([(kind, item)])
+                await self._write_batch(batch)
+            except StoreUnavailable as exc:
+                self._went_away(str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
                 continue
             except Exception:
-                pass
-            try:
-                await self._write_batch([(kind, _storable(kind, item))])
+                return False
+            self._came_back()
+            return True
+
+    def _went_away(self, error: str) -> None:
+        self._last_error = error
+        if self._unreachable_since is None:
+            self._unreachable_since = time.time()
+            self._lost.set()
+            log.error("transcript: the store is unreachable (%s); holding writes", error)
+
+    def _came_back(self) -> None:
+        if self._unreachable_since is not None:
+            log.warning(
+                "transcript: the store is back after %.1f s; writing %d held items",
+                time.time() - self._unreachable_since,
+                self._queue.qsize(),
+            )
+            self._unreachable_since = None
+            self._lost.clear()
+
+    async def _write_each(self, batch: list[Op]) -> None:
+        """A batch was refused: write its items one by one, so a bad item fails alone. An
+        item that fails is written once more with its text made storable, else dropped."""
+        for kind, item in batch:
+            if await self._write_until_stored([(kind, item)]):
+                continue
+            if await self._write_until_stored([(kind, _storable(kind, item))]):
                 log.warning(
                     "transcript: stored a %s of %s after repairing its text", kind, _who(item)
                 )
-            except Exception:
-                log.exception(
-                    "transcript: dropped a %s of %s that cannot be stored", kind, _who(item)
-                )
+            else:
+                log.error("transcript: dropped a %s of %s that cannot be stored", kind, _who(item))
 
     async def _write_batch(self, batch: list[Op]) -> None:
         events: dict[tuple[str, str], list[tuple[int, str]]] = {}

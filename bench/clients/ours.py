@@ -25,6 +25,29 @@ MAX_FRAME = 256 * 1024 * 1024
 OUTPUT_CAP = 64_000_000
 
 
+async def start_wire_server(cfg: BenchConfig, workdir: Path) -> tuple[ManagedProcess, str]:
+    """A MongoDB wire-protocol server for the MongoDB store: `secantusd-py` from the
+    server's venv (the `secantusdb` test extra), on a free port; (process, URI)."""
+    port = free_port()
+    exe = str(Path(cfg.server_python).parent / "secantusd-py")
+    argv = [exe, "--host", "127.0.0.1", "--port", str(port), "--standalone"]
+    argv += ["--storage-path", str(workdir / "mongo"), "--log-level", "WARNING"]
+    proc = ManagedProcess("secantusd-py", argv, workdir / "mongo.log")
+    proc.start()
+    deadline = asyncio.get_running_loop().time() + cfg.startup_timeout_s
+    while True:
+        if proc.proc is not None and proc.proc.poll() is not None:
+            raise RuntimeError(f"secantusd-py exited:\n{proc.log_tail()}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return proc, f"mongodb://127.0.0.1:{port}/"
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("secantusd-py did not listen") from None
+            await asyncio.sleep(0.1)
+
+
 def apply_event(event: dict[str, Any], result: ExecResult) -> bool:
     """Fold one server event of our execution into `result`; True when it ends it."""
     kind = event.get("type")
@@ -136,6 +159,7 @@ class OursSystem:
         pool_size: int | None,
         transport: str = "ws",
         sandbox: bool = False,
+        mongo: bool = False,
     ) -> None:
         self.cfg = cfg
         self.name = name
@@ -148,6 +172,9 @@ class OursSystem:
         self.port = 0
         self.proc: ManagedProcess | None = None
         self.extra_args = shlex.split(os.environ.get("BENCH_OURS_ARGS", ""))
+        self.mongo = mongo
+        self.mongodb_uri = ""  # set at start when the store is MongoDB
+        self.mongo_proc: ManagedProcess | None = None
 
     @property
     def base(self) -> str:
@@ -161,6 +188,7 @@ class OursSystem:
             "sandbox": "on (bubblewrap)" if self.sandbox else "off (--no-sandbox)",
             "output_cap_bytes": OUTPUT_CAP,
             "extra_args": self.extra_args,
+            "store": "MongoDB (secantusd-py)" if self.mongo else "SQLite",
         }
 
     async def start(self) -> None:
@@ -186,6 +214,9 @@ class OursSystem:
         # S3 sends 20 MB; the default 10 MB per-execution cap would cut it off halfway.
         argv += ["--output-cap-bytes", str(OUTPUT_CAP)]
         argv += ["--kernel-python", self.cfg.kernel_python]
+        if self.mongo:
+            self.mongo_proc, self.mongodb_uri = await start_wire_server(self.cfg, self.workdir)
+            argv += ["--mongodb-uri", self.mongodb_uri]
         argv += self.extra_args
         server_dir = Path(self.cfg.server_dir)
         self.proc = ManagedProcess(self.name, argv, self.workdir / "server.log", cwd=server_dir)
@@ -195,6 +226,8 @@ class OursSystem:
     async def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
+        if self.mongo_proc is not None:
+            self.mongo_proc.stop()
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.secret}", "Content-Type": "application/json"}

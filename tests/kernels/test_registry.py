@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from kernels.errors import CapacityExceeded, KernelStartFailed
+from kernels.errors import CapacityExceeded, KernelStartFailed, SessionElsewhere
 from kernels.launcher import KernelCommand, LocalLauncher
 from kernels.limits import Limits
 from kernels.observer import NoObserver
@@ -120,6 +120,40 @@ async def test_a_session_whose_kernel_cannot_start_is_not_kept(tmp_path):
             with pytest.raises(KernelStartFailed):
                 await reg.ensure("t", "u")
             assert reg.count() == 0 and reg.find("t", "u") is None
+    finally:
+        await reg.close_all()
+        await pool.close()
+
+
+class OneUserHere:
+    """A gate that lets this server run every user but `elsewhere`, and notes its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def claim(self, tenant: str, user: str) -> None:
+        self.calls.append(("claim", user))
+        if user == "elsewhere":
+            raise SessionElsewhere("another server runs it", "http://other")
+
+    async def release(self, tenant: str, user: str) -> None:
+        self.calls.append(("release", user))
+
+
+async def test_the_gate_is_asked_before_a_kernel_starts_and_told_when_it_stops(tmp_path):
+    pool = KernelPool(local_launcher(), tmp_path / "run", warm_size=0)
+    await pool.start()
+    gate = OneUserHere()
+    reg = SessionRegistry(pool, Limits(), lambda t, u: tmp_path / "w" / t / u, gate=gate)
+    try:
+        with pytest.raises(SessionElsewhere) as refused:
+            await reg.ensure("t", "elsewhere")
+        assert refused.value.where == "http://other"
+        assert reg.find("t", "elsewhere") is None and pool.status()["live"] == 0
+        await reg.ensure("t", "here")
+        assert reg.keys() == [("t", "here")]
+        await reg.close("t", "here")
+        assert gate.calls == [("claim", "elsewhere"), ("claim", "here"), ("release", "here")]
     finally:
         await reg.close_all()
         await pool.close()

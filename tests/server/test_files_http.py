@@ -86,6 +86,7 @@ async def srv(tmp_path: Path) -> AsyncIterator[Server]:
         auth=Authenticator((("acme", KEY), ("other", OTHER_KEY)), b"test secret"),
         files=files,
         origins=Origins(),
+        replicas=None,  # one server: nothing is forwarded
     )
     kw = {"state": state}
     app = tornado.web.Application(

@@ -78,6 +78,9 @@ async def test_status_shows_a_tenant_only_its_own_sessions(server):
         "backend": "sqlite",
         "sessions": len(await server.state.transcript.sessions("t2")),
         "cells": cells,
+        "state": "ok",  # the store's health, the same for every tenant
+        "held": theirs["store"]["held"],
+        "dropped": 0,
     }
     assert mine["store"]["backend"] == "sqlite"
     assert mine["sandbox"] == ("off" if server.settings.sandbox == "off" else "uid")

@@ -10,6 +10,13 @@ from typing import Any, Protocol
 from files.listing import FileRecordStore
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached now (a network store that is down): the same call may
+    succeed later, unlike an item the store refuses."""
+
+    code = "store_unavailable"
+
+
 @dataclass
 class CellRecord:
     """One transcript entry: a code cell (an execution) or a markdown note."""

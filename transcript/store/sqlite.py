@@ -131,6 +131,8 @@ def _cell(row: tuple[Any, ...]) -> CellRecord:
 
 
 class SqliteStore:
+    backend = "sqlite"
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
@@ -231,7 +233,7 @@ class SqliteStore:
             "(SELECT count(*) FROM cells WHERE tenant = ?)",
             (tenant, tenant),
         )
-        return {"backend": "sqlite", "sessions": rows[0][0], "cells": rows[0][1]}
+        return {"backend": self.backend, "sessions": rows[0][0], "cells": rows[0][1]}
 
     # -- transcript ------------------------------------------------------------------------
 

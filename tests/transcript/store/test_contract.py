@@ -1,9 +1,11 @@
 """The store contract (`transcript.store.base.Store`): sessions, transcript cells and
 events, file records, per tenant and user, against a real store of each backend.
 
-Every contract test takes the `store` fixture, parametrised by backend: today only SQLite
-(in a tmp dir); another backend joins by adding its param and opening it there. What only
-SQLite does (its file, its migration) is at the end.
+Every contract test takes the `store` fixture, parametrised by backend: SQLite in a tmp
+dir, and MongoDB in a database of its own on the run's wire-protocol server (`mongo_uri`:
+`secantusd-py`, or the real `mongod` that `KSS_TEST_MONGODB_URI` names). What only one
+backend does (SQLite's file and migration, MongoDB's indexes and repeatable writes) is at
+the end.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from files.listing import FileRecord
+from tests.mongo import database_name
 from transcript.store.base import CellRecord, SessionRecord, Store
+from transcript.store.mongo import MongoStore
 from transcript.store.sqlite import MAX_EXPIRED, SqliteStore
 
 
@@ -23,16 +27,24 @@ def open_sqlite(tmp_path: Path) -> SqliteStore:
     return SqliteStore(tmp_path / "kss.sqlite3")
 
 
-BACKENDS = {"sqlite": open_sqlite}
+def open_mongodb(uri: str) -> MongoStore:
+    return MongoStore(uri, database_name())
 
 
-@pytest.fixture(params=list(BACKENDS))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s: Store = BACKENDS[request.param](tmp_path)
+BACKENDS = ["sqlite", "mongodb"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, mongo_uri: str
+) -> AsyncIterator[Store]:
+    s: Store = open_sqlite(tmp_path) if request.param == "sqlite" else open_mongodb(mongo_uri)
     await s.open()
     try:
         yield s
     finally:
+        if isinstance(s, MongoStore):
+            await s.db.client.drop_database(s.database)
         await s.close()
 
 
@@ -291,3 +303,47 @@ async def test_sqlite_adds_the_kernel_id_column_to_an_older_data_dir(tmp_path: P
         assert (await store.get_session("t", "v")) == session("t", "v", kernel_id="k-9")
     finally:
         await store.close()
+
+
+# -- MongoDB only ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def mongo(mongo_uri: str) -> AsyncIterator[MongoStore]:
+    s = open_mongodb(mongo_uri)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.db.client.drop_database(s.database)
+        await s.close()
+
+
+async def test_mongodb_creates_unique_keys_and_the_lease_ttl_at_open(mongo: MongoStore) -> None:
+    for name, key in [
+        ("sessions", ["tenant", "user"]),
+        ("cells", ["tenant", "user", "id"]),
+        ("events", ["tenant", "user", "seq"]),
+        ("files", ["tenant", "user", "name"]),
+        ("leases", ["tenant", "user"]),
+    ]:
+        indexes = await mongo.db[name].index_information()
+        assert indexes["key"]["unique"] is True
+        assert [k for k, _ in indexes["key"]["key"]] == key
+    ttl = (await mongo.db.leases.index_information())["ttl"]
+    assert ttl["expireAfterSeconds"] == 0 and ttl["key"] == [("expires", 1)]
+    again = MongoStore(mongo.uri, mongo.database)
+    await again.open()  # a second start (another replica) finds them as they are
+    await again.close()
+
+
+async def test_mongodb_writes_can_be_repeated_whole(mongo: MongoStore) -> None:
+    """A batch half applied when MongoDB went away is written again whole."""
+    batch = [(1, '{"seq": 1}'), (2, '{"seq": 2}'), (3, '{"seq": 3}')]
+    await mongo.append_events("t", "u", batch[:2])
+    await mongo.append_events("t", "u", batch)
+    assert await mongo.events_between("t", "u", 0, 10) == batch
+    await mongo.put_cells([cell("c1", status="running")])
+    await mongo.put_cells([cell("c1", status="ok", outputs=[STREAM])] * 2)
+    [stored] = await mongo.list_cells("t", "u")
+    assert (stored.status, stored.outputs) == ("ok", [STREAM])

@@ -52,15 +52,15 @@ class Transcript:
         self._task: asyncio.Task[None] | None = None
         self.write_seconds = Histogram(WRITE_BUCKETS)  # one per batch written
         self._writing = 0  # items of the batch being written
+        self._unreachable_since: float | None = None
+        self._lost = asyncio.Event()  # set while the store cannot be reached
+        self._dropped = 0  # items the full buffer refused, since start
+        self._last_error = ""
 
     @property
     def backlog(self) -> int:
         """Items handed over and not yet in the store."""
         return self._queue.qsize() + self._writing
-        self._unreachable_since: float | None = None
-        self._lost = asyncio.Event()  # set while the store cannot be reached
-        self._dropped = 0  # items the full buffer refused, since start
-        self._last_error = ""
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._write(), name="transcript")

@@ -27,7 +27,6 @@ from files.errors import (
 from kernels.errors import (
     CapacityExceeded,
     Draining,
-    KernelDied,
     KernelError,
     KernelStartFailed,
     PackagesDisabled,
@@ -60,7 +59,6 @@ DOMAIN_STATUS: dict[type[Exception], int] = {
     CapacityExceeded: 503,
     Draining: 503,
     KernelStartFailed: 503,
-    KernelDied: 503,
     PackageRefused: 403,
     PackagesDisabled: 403,
     PackageInstallFailed: 422,

@@ -81,7 +81,8 @@ def error_status(exc: BaseException) -> tuple[int, str, str]:
         return 503, "server_busy", "the server is short of resources; try again shortly"
     if isinstance(exc, tornado.web.HTTPError):
         code = responses.get(exc.status_code, "error").lower().replace(" ", "_")
-        return exc.status_code, code, exc.log_message or responses.get(exc.status_code, "error")
+        message = exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message
+        return exc.status_code, code, message or responses.get(exc.status_code, "error")
     return 500, "internal_error", "internal server error"
 
 

@@ -1177,7 +1177,7 @@ def paths() -> dict[str, dict[str, Any]]:
                 "The web console's page",
                 "console",
                 console_answers(["text/html"], "the page"),
-                (*IO, "method_not_allowed"),
+                IO,
                 security=NO_AUTH,
                 description="No credential is needed for the console's files; the page asks "
                 "for a key or a scoped token and calls the API with it.",

@@ -11,10 +11,6 @@ class KernelStartFailed(KernelError):
     code = "kernel_start_failed"
 
 
-class KernelDied(KernelError):
-    code = "kernel_died"
-
-
 class SessionNotFound(KernelError):
     code = "session_not_found"
 

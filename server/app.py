@@ -38,6 +38,7 @@ from .keys import server_secret
 from .logs import log_request
 from .metrics_http import MetricsHandler
 from .notebook_http import BundleHandler, NotebookHandler, NotebookLinkHandler, NotesHandler
+from .openapi_http import OpenApiHandler
 from .origins import Origins, parse_origins
 from .recorder import SessionRecorder
 from .replicas import LeaseGate, LeaseKeeper, Replicas
@@ -54,6 +55,7 @@ def route_table() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     """Every route: (template, handler)."""
     return [
         ("/api/health", h.HealthHandler),
+        ("/api/openapi.json", OpenApiHandler),
         ("/api/status", h.StatusHandler),
         ("/api/sessions", h.SessionsHandler),
         ("/api/sessions/{user}", h.SessionHandler),

@@ -76,6 +76,9 @@ class ConsoleIndex(ConsoleFiles):
     async def get(self, path: str = "", include_body: bool = True) -> None:
         await super().get("index.html", include_body)
 
+    async def head(self, path: str = "") -> None:  # type: ignore[override]
+        await self.get(path, include_body=False)  # the route has no path argument to pass
+
 
 CONSOLE_ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/", ConsoleIndex),

@@ -28,7 +28,6 @@ from files.errors import (
 from kernels.errors import (
     CapacityExceeded,
     Draining,
-    KernelDied,
     KernelError,
     KernelStartFailed,
     PackagesDisabled,
@@ -64,7 +63,6 @@ DOMAIN_STATUS: dict[type[Exception], int] = {
     CapacityExceeded: 503,
     Draining: 503,
     KernelStartFailed: 503,
-    KernelDied: 503,
     PackageRefused: 403,
     PackagesDisabled: 403,
     PackageInstallFailed: 422,
@@ -90,7 +88,8 @@ def error_status(exc: BaseException) -> tuple[int, str, str]:
         return 503, exc.code, "the store is unreachable; try again shortly"
     if isinstance(exc, tornado.web.HTTPError):
         code = responses.get(exc.status_code, "error").lower().replace(" ", "_")
-        return exc.status_code, code, exc.log_message or responses.get(exc.status_code, "error")
+        message = exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message
+        return exc.status_code, code, message or responses.get(exc.status_code, "error")
     return 500, "internal_error", "internal server error"
 
 

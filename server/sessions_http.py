@@ -132,6 +132,8 @@ class ExecuteHandler(ApiHandler):
 class PackagesHandler(ApiHandler):
     """`POST .../packages {"packages": [...]}`: install for the user's session, now."""
 
+    access = Access.USER
+
     async def post(self, user: str) -> None:
         user = self.user_arg(user)
         body = self.json_body()

@@ -15,6 +15,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+import tornado.httputil
 import tornado.web
 import tornado.websocket
 
@@ -41,6 +42,25 @@ if TYPE_CHECKING:
     from .state import AppState
 
 log = logging.getLogger(__name__)
+
+
+def check_handshake(headers: tornado.httputil.HTTPHeaders) -> None:
+    """A `426 upgrade_required` (JSON) unless the request is a WebSocket handshake tornado
+    will accept: its own refusals are plain text, and would come after the session is
+    ensured."""
+    connection = {v.strip().lower() for v in headers.get("Connection", "").split(",")}
+    if (
+        headers.get("Upgrade", "").lower() != "websocket"
+        or "upgrade" not in connection
+        or not headers.get("Sec-WebSocket-Key")
+        or headers.get("Sec-WebSocket-Version") != "13"
+    ):
+        raise ProtocolError(
+            426,
+            "upgrade_required",
+            "this route is a WebSocket: send a WebSocket handshake (Upgrade: websocket, "
+            "Connection: Upgrade, Sec-WebSocket-Key, Sec-WebSocket-Version: 13)",
+        )
 
 
 class SessionSocket(tornado.websocket.WebSocketHandler):
@@ -75,8 +95,13 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         self.tenant = principal.tenant
         bind_request(self, self.tenant)
         self._since = parse_since(self.get_query_argument("since", None))
+        check_handshake(self.request.headers)  # before a session is touched
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(exc, ProtocolError) and exc.status == 426:  # say what to upgrade to
+            self.set_header("Upgrade", "websocket")
+            self.set_header("Sec-WebSocket-Version", "13")
         write_error(self, status_code, **kwargs)  # before the upgrade: a JSON error
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:

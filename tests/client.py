@@ -1,4 +1,6 @@
-"""A small real HTTP + WebSocket client for the tests (tornado's own clients)."""
+"""A small real HTTP + WebSocket client for the tests (tornado's own clients). Every answer
+and WebSocket message it receives is checked against the server's OpenAPI document
+(`tests/openapi_check.py`): an undocumented one fails the test that got it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from tests.openapi_check import check_answer, check_message
 
 
 @dataclass
@@ -60,7 +64,9 @@ class Api:
             allow_nonstandard_methods=True,
         )
         resp = await AsyncHTTPClient().fetch(request, raise_error=False)
-        return Response(resp.code, resp.body or b"", resp.headers)
+        answer = Response(resp.code, resp.body or b"", resp.headers)
+        check_answer(method, path, answer.status, answer.headers, answer.body)
+        return answer
 
     async def execute(self, user: str, code: str, **extra: Any) -> dict[str, Any]:
         resp = await self.call("POST", f"/api/sessions/{user}/execute", {"code": code, **extra})
@@ -92,7 +98,11 @@ class Socket:
 
     async def recv(self, timeout: float = 30) -> dict[str, Any] | None:
         msg = await asyncio.wait_for(self.conn.read_message(), timeout)
-        return None if msg is None else json.loads(msg)
+        if msg is None:
+            return None
+        message = json.loads(msg)
+        check_message(message)
+        return message
 
     async def until(self, pred: Any, timeout: float = 30) -> list[dict[str, Any]]:
         """Events up to and including the first one matching `pred`."""

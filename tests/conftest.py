@@ -73,15 +73,25 @@ class RunningServer:
         self.api2 = Api(self.base, KEY2)
 
 
+# The base URLs of the servers `running_server` runs now: answers from these are ours, held
+# to the OpenAPI document (`tests/openapi_check.py`) by any client that sees them.
+RUNNING: set[str] = set()
+
+
 @asynccontextmanager
 async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
     async with lifespan(settings) as state:
         http = make_http_server(make_app(state), settings)
         http.listen(settings.port, "127.0.0.1")
+        server = None
         try:
             await state.pool.wait_warm()
-            yield RunningServer(state, settings, http)
+            server = RunningServer(state, settings, http)
+            RUNNING.add(server.base)
+            yield server
         finally:
+            if server is not None:
+                RUNNING.discard(server.base)
             http.stop()
             await http.close_all_connections()
 

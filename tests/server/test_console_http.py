@@ -50,6 +50,8 @@ async def test_the_page_and_its_files_come_with_a_strict_csp(srv: RunningServer)
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
         assert resp.headers["X-Frame-Options"] == "DENY"
         assert resp.headers["Referrer-Policy"] == "no-referrer"
+    resp = await anon.call("HEAD", "/")  # the page's route has no path argument to pass on
+    assert resp.status == 200 and resp.body == b"" and "Content-Security-Policy" in resp.headers
     # A Host that is not a plain host[:port] is left out of the policy, never pasted in.
     resp = await anon.call("GET", "/", headers={"Host": "evil_host*"})
     assert resp.status == 200 and csp_of(resp.headers)["connect-src"] == "'self'"
@@ -62,6 +64,11 @@ async def test_missing_console_files_are_json_404s(srv: RunningServer):
         assert resp.status in (403, 404), path
         assert resp.json["error"]["code"] in ("not_found", "forbidden"), path
     assert (await anon.call("GET", "/nowhere")).json["error"]["code"] == "not_found"
+    resp = await anon.call("GET", "/console/vendor")  # a directory: tornado's own 403
+    assert resp.status == 403 and resp.json["error"] == {
+        "code": "forbidden",
+        "message": "vendor is not a file",
+    }
 
 
 class _Page(HTMLParser):

@@ -58,6 +58,9 @@ async def test_a_token_opens_its_users_session_over_rest_and_websocket(srv: Runn
     assert (await alice.call("GET", "/api/sessions/alice/notebook")).status == 200
     assert (await alice.call("GET", "/api/sessions/alice/notebook/link")).status == 200
     assert (await alice.call("POST", "/api/sessions/alice/interrupt")).status == 200
+    # Past the credential check to the body's (installing is not what is tested here).
+    resp = await alice.call("POST", "/api/sessions/alice/packages", {"packages": []})
+    assert resp.status == 400 and resp.json["error"]["code"] == "invalid_field", resp.body
     ws = await alice.ws("alice", since=0)
     events = await ws.run("print('over the socket')", "w1")
     assert any(e.get("text") == "over the socket\n" for e in events)

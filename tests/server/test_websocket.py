@@ -220,6 +220,30 @@ async def _ws_raw(server):
     return await websocket_connect(url)
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # a plain GET
+        {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"},
+        {
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "8",
+        },
+    ],
+    ids=["plain-get", "no-key", "version-8"],
+)
+async def test_a_request_that_is_no_handshake_is_a_json_426_before_the_session(server, headers):
+    resp = await server.api.call("GET", "/api/sessions/no-upgrade/ws", headers=headers)
+    assert resp.status == 426 and resp.json["error"]["code"] == "upgrade_required"
+    assert resp.headers["Upgrade"] == "websocket"
+    assert resp.headers["Sec-WebSocket-Version"] == "13"
+    assert server.state.registry.find("t1", "no-upgrade") is None
+    resp = await server.api.call("GET", "/api/sessions/no-upgrade/ws", key="wrong-key")
+    assert resp.status == 401  # the credential first, as on every route
+
+
 @pytest.mark.parametrize("since", ["\u00b2", "\u0661", "-3", "1e3", "9" * 19])
 async def test_since_takes_only_ascii_digits(server, since):
     path = f"/api/sessions/since-user/ws?since={quote(since)}"

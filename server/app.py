@@ -229,7 +229,16 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
         auth = Authenticator(settings.api_keys, secret)
         origins = Origins(parse_origins(settings.allowed_origins))
         yield AppState(
-            settings, auth, store, pool, registry, transcript, files, janitor, origins, replicas
+            settings,
+            auth,
+            store,
+            pool,
+            registry,
+            transcript,
+            files,
+            janitor,
+            origins=origins,
+            replicas=replicas,
         )
 
 

@@ -157,7 +157,7 @@ class NotebookHandler(NotebookBase):
             try:
                 cells = await asyncio.to_thread(read_code_cells, raw)
             except BadNotebook as exc:
-                raise ProtocolError(400, exc.code, str(exc)) from None
+                raise ProtocolError(400, "bad_notebook", str(exc)) from None
             requests = resume.requests_of(
                 cells, prefix, timeout, settings.max_code_bytes, settings.limits.max_timeout
             )

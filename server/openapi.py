@@ -56,6 +56,16 @@ ERRORS: dict[str, tuple[int, str]] = {
     ),
     "bad_multipart": (400, "a malformed `multipart/form-data` body (the message says what)"),
     "no_files": (400, "the form has no file parts (parts with a filename)"),
+    "bad_notebook": (
+        400,
+        "a resume body that is not a notebook (JSON nbformat 4 with code cells), or has a "
+        "cell over `--max-code-bytes`",
+    ),
+    "bad_bundle": (
+        400,
+        "a resume body that is not a bundle the server can take (not a zip, no notebook "
+        "in it, a refused file name, a file over the limits)",
+    ),
     "unauthorized": (
         401,
         "missing, malformed or unknown key; a token whose signature does not hold, whose "
@@ -102,6 +112,18 @@ ERRORS: dict[str, tuple[int, str]] = {
     "kernel_start_failed": (503, "no kernel could be started for the session"),
     "server_busy": (503, "the server ran out of file descriptors or memory for a moment"),
     "draining": (503, "the server is stopping and takes nothing new: try another"),
+    "store_unavailable": (
+        503,
+        "MongoDB cannot be reached: a read of the store, or a new session, which needs it",
+    ),
+    "replica_unavailable": (
+        503,
+        "replicas: the replica running the user does not answer and its lease is still held",
+    ),
+    "session_elsewhere": (
+        503,
+        "replicas: a forwarded request whose user has meanwhile moved to another replica; retry",
+    ),
     "package_install_timeout": (504, "the install took over `--package-install-timeout`"),
 }
 
@@ -109,9 +131,10 @@ ERRORS: dict[str, tuple[int, str]] = {
 EDGE = ("bad_request", "request_timeout", "payload_too_large", "headers_too_large")
 BUG = ("internal_error",)
 ANY = (*EDGE, *BUG)  # any request at all, routed or not
-IO = (*ANY, "server_busy")  # a route that touches files, the store or kernels
+IO = (*ANY, "server_busy", "store_unavailable")  # a route that touches files, the store...
 AUTH = ("unauthorized", "token_expired")
-USER = (*IO, *AUTH, "invalid_user")  # a route of one user's session
+# A route of one user's session; with replicas it may be forwarded to the user's replica.
+USER = (*IO, *AUTH, "invalid_user", "replica_unavailable", "session_elsewhere")
 LINK = ("invalid_link", "link_expired")
 SESSION = ("capacity_exceeded", "kernel_start_failed", "draining", "session_closed")
 BODY = ("invalid_json", "missing_field", "invalid_field")
@@ -167,6 +190,7 @@ NUMBER = {"type": "number"}
 BOOLEAN = {"type": "boolean"}
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
 UNIX_TIME = {"type": "number", "description": "unix time, seconds"}
+BACKEND = {"enum": ["sqlite", "mongodb"]}
 
 
 def schemas() -> dict[str, Any]:
@@ -195,6 +219,17 @@ def schemas() -> dict[str, Any]:
         },
     }
     traceback = {"type": "array", "items": STRING}
+    store_health = {
+        "state": {"enum": ["ok", "degraded"]},
+        "held": {**COUNT, "description": "transcript items waiting for the store"},
+        "dropped": {**COUNT, "description": "items a full `--transcript-buffer` dropped"},
+        "since": {**UNIX_TIME, "description": "when the store went away"},
+        "error": {**STRING, "description": "why the store cannot be reached"},
+    }
+    lost = {
+        "type": "array",
+        "items": obj({"name": STRING, "why": {**STRING, "examples": ["open file", "too large"]}}),
+    }
     package = obj(
         {
             "name": STRING,
@@ -226,17 +261,31 @@ def schemas() -> dict[str, Any]:
             },
             description="Every error, on every route: a stable `code` and a message.",
         ),
-        "Health": obj({"status": {"enum": ["ok", "draining"]}}),
+        "Health": obj(
+            {
+                "status": {"enum": ["ok", "draining", "degraded"]},
+                "store": obj(
+                    {"backend": BACKEND, **store_health},
+                    ("backend", "state", "held", "dropped"),
+                    description="with `degraded` only: the store does not take writes now",
+                ),
+            },
+            ("status",),
+        ),
         "Status": obj(
             {
-                "sessions": {**COUNT, "description": "the tenant's live sessions"},
+                "sessions": {**COUNT, "description": "the tenant's live sessions (this replica)"},
                 "sandbox": {"enum": ["uid", "userns", "off"]},
                 "store": obj(
                     {
-                        "backend": {**STRING, "examples": ["sqlite"]},
+                        "backend": BACKEND,
                         "sessions": {**COUNT, "description": "the tenant's recorded sessions"},
                         "cells": {**COUNT, "description": "the tenant's stored cells"},
-                    }
+                        **store_health,
+                    },
+                    ("backend", "state", "held", "dropped"),
+                    description="`sessions` and `cells` are left out while the store is "
+                    "unreachable",
                 ),
             },
             description="All about the calling tenant; nothing about other tenants.",
@@ -330,8 +379,83 @@ def schemas() -> dict[str, Any]:
                     "variables from before are gone",
                 },
                 "truncated": BOOLEAN,
+                "restored": {
+                    "type": "array",
+                    "items": STRING,
+                    "description": "names restored from hibernation before the code ran "
+                    "(only on the first execution after the session's kernel was freed)",
+                },
+                "lost": {**lost, "description": "names hibernation could not bring back, why"},
+            },
+            (
+                "id",
+                "status",
+                "execution_count",
+                "stdout",
+                "stderr",
+                "result",
+                "outputs",
+                "error",
+                "files",
+                "duration_ms",
+                "kernel_restarted",
+                "truncated",
+            ),
+        ),
+        "ResumeResult": obj(
+            {
+                "id": {**STRING, "description": "the prefix of the executions' ids"},
+                "files": {
+                    "type": "array",
+                    "items": STRING,
+                    "description": "files a bundle's body brought into the work dir",
+                },
+                "ran": {"type": "array", "items": schema("ResumedCell")},
+                "failed": nullable(
+                    {
+                        "allOf": [
+                            schema("ResumedCell"),
+                            {
+                                "type": "object",
+                                "properties": {"error": nullable(schema("ExecutionError"))},
+                            },
+                        ],
+                        "description": "the cell that stopped the run (not tagged "
+                        "`raises-exception`), with its error",
+                    }
+                ),
+                "skipped": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "cell": COUNT,
+                            "id": nullable(STRING),
+                            "why": {
+                                **STRING,
+                                "examples": [
+                                    "setup",
+                                    "empty",
+                                    "after a failure",
+                                    "the client went away",
+                                ],
+                            },
+                        }
+                    ),
+                },
             }
         ),
+        "ResumedCell": {
+            "type": "object",
+            "required": ["cell", "id", "exec_id", "status", "execution_count"],
+            "properties": {
+                "cell": {**COUNT, "description": "the cell's index in the notebook"},
+                "id": {**nullable(STRING), "description": "the cell's own id"},
+                "exec_id": {**STRING, "description": "`<id>-<cell index>`"},
+                "status": {"enum": ["ok", "error", "timeout", "aborted"]},
+                "execution_count": nullable(INTEGER),
+                "error": nullable(schema("ExecutionError")),
+            },
+        },
         "PackagesRequest": {
             "type": "object",
             "required": ["packages"],
@@ -426,7 +550,7 @@ def schemas() -> dict[str, Any]:
             "additionalProperties": {"type": "string", "contentMediaType": "*/*"},
         },
     }
-    out.update(websocket_schemas(mime_bundle, traceback, package, file_change))
+    out.update(websocket_schemas(mime_bundle, traceback, package, file_change, lost))
     return out
 
 
@@ -435,6 +559,7 @@ def websocket_schemas(
     traceback: dict[str, Any],
     package: dict[str, Any],
     file_change: dict[str, Any],
+    lost: dict[str, Any],
 ) -> dict[str, Any]:
     """Frames and events of the WebSocket (`x-websocket` of its operation)."""
     numbered = {"seq": {**COUNT, "description": "per session, increasing"}}
@@ -471,6 +596,10 @@ def websocket_schemas(
         event("file", payload(file_change)),
         event("note", {"markdown": STRING}),
         event("package", payload(package)),
+        event(
+            "restored",
+            {"restored": {"type": "array", "items": STRING}, "lost": lost},
+        ),
         event(
             "done",
             {
@@ -589,6 +718,21 @@ def parameters() -> dict[str, Any]:
         "since_restart": query(
             "since_restart", BOOLEAN, "only the current kernel's cells (`1`/`0` also taken)"
         ),
+        "setup": query(
+            "setup",
+            {**BOOLEAN, "default": True},
+            "start with the setup cell that makes the notebook run on its own (`1`/`0` also taken)",
+        ),
+        "resume_id": query(
+            "id",
+            {**STRING, "pattern": EXEC_ID_RE.pattern, "maxLength": 100},
+            "the prefix of the cells' execution ids (`<id>-<cell index>`); generated if absent",
+        ),
+        "resume_timeout": query(
+            "timeout",
+            {"type": "number", "exclusiveMinimum": 0},
+            "each cell's timeout, seconds (default `--exec-timeout`)",
+        ),
         "limit": query(
             "limit",
             {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": LIST_LIMIT},
@@ -686,6 +830,9 @@ def headers() -> dict[str, Any]:
         "Connection": header("`Upgrade`"),
         "Sec-WebSocket-Accept": header("the handshake's answer (RFC 6455)"),
         "Sec-WebSocket-Version": header("`13`, the version this server speaks"),
+        "X-Bundle-Omitted-Files": header(
+            "how many files were left out (past the user's quota)", {"type": "integer"}, False
+        ),
     }
 
 
@@ -1014,7 +1161,68 @@ def paths() -> dict[str, dict[str, Any]]:
                 },
                 (*USER, *LINK, "invalid_field", "session_not_found"),
                 security=LINK_ACCESS,
-                params=("since_restart",),
+                params=("since_restart", "setup"),
+                description="Starts with a setup cell (`?setup=false` leaves it out) so the "
+                "notebook runs on its own; failed cells carry the `raises-exception` tag.",
+            ),
+            "post": operation(
+                "resumeNotebook",
+                "Run a notebook's code cells (or a bundle's) again in the session",
+                "notebook",
+                {200: ok("what ran, what failed, what was skipped", schema("ResumeResult"))},
+                (
+                    *USER,
+                    *SESSION,
+                    "invalid_field",
+                    "bad_notebook",
+                    "bad_bundle",
+                    "bad_file_name",
+                    "file_too_large",
+                    "quota_exceeded",
+                    "queue_full",
+                ),
+                security=USER_ACCESS,
+                params=("resume_id", "resume_timeout"),
+                body={
+                    "required": True,
+                    "description": "an `.ipynb` (JSON), or a bundle zip (its files are "
+                    "copied into the work dir first)",
+                    "content": {
+                        NOTEBOOK: {"schema": schema("Notebook")},
+                        JSON: {"schema": schema("Notebook")},
+                        "application/zip": {
+                            "schema": {"type": "string", "contentMediaType": "application/zip"}
+                        },
+                    },
+                },
+                description="Each code cell runs as an ordinary execution with id "
+                "`<id>-<cell index>` (watch them on the WebSocket); the run stops at the "
+                "first failing cell not tagged `raises-exception`. Everything is checked "
+                "before anything is copied or run.",
+            ),
+        },
+        "/api/sessions/{user}/bundle": {
+            "get": operation(
+                "getBundle",
+                "A zip of the notebook and the user's files that reproduces the session",
+                "notebook",
+                {
+                    200: {
+                        "description": "unzip it and run the notebook",
+                        "headers": hdr(
+                            "Content-Disposition",
+                            "X-Content-Type-Options",
+                            "X-Bundle-Omitted-Files",
+                        ),
+                        "content": {
+                            "application/zip": {
+                                "schema": {"type": "string", "contentMediaType": "application/zip"}
+                            }
+                        },
+                    }
+                },
+                (*USER, "session_not_found"),
+                security=USER_ACCESS,
             ),
         },
         "/api/sessions/{user}/notebook/link": {

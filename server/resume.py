@@ -74,7 +74,8 @@ def requests_of(
         try:
             found.append(parse_execute(body, max_code_bytes, max_timeout))
         except ProtocolError as exc:
-            raise ProtocolError(exc.status, exc.code, f"cell {cell.index}: {exc.message}") from None
+            exc.message = f"cell {cell.index}: {exc.message}"  # the same error, located
+            raise
     return found
 
 

@@ -32,9 +32,9 @@ class AppState:
     files: FileAreas
     janitor: Janitor
     origins: Origins = field(default_factory=Origins)
-    sockets: set[tornado.websocket.WebSocketHandler] = field(default_factory=set)  # open WebSockets
-    sockets_closed: asyncio.Event = field(default_factory=asyncio.Event)  # set when none
     replicas: Replicas | None = None  # with replicas sharing a MongoDB
+    sockets: set[tornado.websocket.WebSocketHandler] = field(default_factory=set)  # open ones
+    sockets_closed: asyncio.Event = field(default_factory=asyncio.Event)  # set when none
     metrics: Metrics = field(init=False)
 
     def __post_init__(self) -> None:

@@ -27,6 +27,7 @@ from server.openapi import ERRORS, FRAME_ERRORS, openapi_document
 from tests.client import Api
 from tests.conftest import RunningServer, make_settings, running_server
 from tests.openapi_check import check_answer, check_message
+from transcript.store.base import StoreUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = openapi_document()
@@ -101,11 +102,14 @@ def literal_errors(path: Path) -> Iterator[tuple[int, str]]:
 
 def domain_errors() -> Iterator[tuple[int, str]]:
     """Every domain error class below the three bases, with the status it is answered."""
+    yield error_status(StoreUnavailable("x"))[:2]
     stack: list[type[Exception]] = [KernelError, FileAreaError, PackageError]
     while stack:
         for cls in stack.pop().__subclasses__():
             stack.append(cls)
-            yield error_status(cls("x"))[:2]
+            exc = cls.__new__(cls)  # some take more than a message (`SessionElsewhere`)
+            Exception.__init__(exc, "x")
+            yield error_status(exc)[:2]
 
 
 def producible() -> set[tuple[int, str]]:

@@ -607,7 +607,8 @@ class KernelSession:
         run.finish()
         if run.overrun:  # the disk guard stopped it (or it ended as the guard fired)
             status = CellStatus.ERROR
-            run.emit(error_event("DiskQuotaExceeded", run.overrun))
+            replaced = "; the kernel was replaced" if kernel is not self.kernel else ""
+            run.emit(error_event("DiskQuotaExceeded", run.overrun + replaced))
             self.pool.stats.limit_hits[LimitHit.DISK_QUOTA] += 1
         if kernel is self.kernel and kernel.alive:
             await self._after_execution(kernel, run, forks_refused)
@@ -636,13 +637,18 @@ class KernelSession:
             self._run_scope = None
         kernel = run.kernel
         kernel.interrupt()
-        try:
-            async with asyncio.timeout(self.limits.interrupt_grace):
+        try:  # the disk guard may cut the grace short too: the execution still runs
+            async with asyncio.timeout(self.limits.interrupt_grace) as scope:
+                self._run_scope = scope
                 await run.pump(queue)
         except TimeoutError:
-            log.warning("%r: kernel ignored interrupt after timeout; replacing", self)
+            if run.overrun is None:
+                log.warning("%r: kernel ignored interrupt after timeout; replacing", self)
+            why = Replaced.TIMEOUT if run.overrun is None else Replaced.DISK_QUOTA
             if kernel is self.kernel:
-                await self._drop_kernel(SessionState.RESTARTING, execution.id, why=Replaced.TIMEOUT)
+                await self._drop_kernel(SessionState.RESTARTING, execution.id, why=why)
+        finally:
+            self._run_scope = None
         return CellStatus.TIMEOUT
 
     async def _after_execution(self, kernel: Kernel, run: Run, forks_refused: int) -> None:

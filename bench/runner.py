@@ -17,6 +17,7 @@ from tornado.httpclient import AsyncHTTPClient
 import bench.client_cost  # registers S10
 import bench.concurrency  # registers S5
 import bench.export  # registers S6
+import bench.first_analysis  # registers S8
 import bench.sandbox_cost  # registers S7
 from bench.clients.base import System
 from bench.clients.floor import FloorSystem

@@ -116,6 +116,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
             max_starting=settings.max_starting_kernels,
             start_timeout=settings.kernel_start_timeout,
             max_message_bytes=settings.limits.max_message_bytes,
+            preload=settings.preload,
         )
         await pool.start()
         stack.push_async_callback(pool.close)

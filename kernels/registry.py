@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import CapacityExceeded, SessionNotFound
+from .events import ReplayBudget
 from .limits import Limits
 from .pool import KernelPool
 from .session import KernelSession, NoObserver, SessionObserver
@@ -29,6 +30,7 @@ class SessionRegistry:
         observer: SessionObserver | None = None,
         max_sessions: int = 100,
         max_sessions_per_tenant: int = 0,
+        replay_budget: ReplayBudget | None = None,
     ) -> None:
         self.pool = pool
         self.limits = limits
@@ -36,6 +38,7 @@ class SessionRegistry:
         self.observer: SessionObserver = observer or NoObserver()
         self.max_sessions = max_sessions
         self.max_per_tenant = max_sessions_per_tenant or max_sessions
+        self.replay_budget = replay_budget or ReplayBudget(1 << 62)  # shared by every session
         self._sessions: dict[Key, KernelSession] = {}
         self._creating: dict[Key, asyncio.Future[KernelSession]] = {}
 
@@ -73,7 +76,14 @@ class SessionRegistry:
             work_dir.mkdir(parents=True, exist_ok=True)
             resume = await self.observer.resume(tenant, user)
             session = KernelSession(
-                tenant, user, work_dir, self.pool, self.limits, self.observer, resume
+                tenant,
+                user,
+                work_dir,
+                self.pool,
+                self.limits,
+                self.observer,
+                resume,
+                self.replay_budget,
             )
             self._sessions[key] = session
             try:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .disk_guard import DiskGuard
 from .errors import KernelError, QueueFull, SessionClosed
-from .events import EventLog
+from .events import EventLog, ReplayBudget
 from .execution import (
     Cell,
     Execution,
@@ -60,6 +60,7 @@ class KernelSession:
         limits: Limits,
         observer: SessionObserver | None = None,
         resume: Resume | None = None,
+        replay_budget: ReplayBudget | None = None,
     ) -> None:
         resume = resume or Resume()
         self.tenant = tenant
@@ -79,6 +80,8 @@ class KernelSession:
             limits.subscriber_bytes,
             resume.last_seq,
             resume.sink,
+            replay_budget,
+            owner=tenant,
         )
         self.observer: SessionObserver = observer or NoObserver()
         self.file_watch = file_watch = self.observer.file_watch(tenant, user)

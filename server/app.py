@@ -13,6 +13,7 @@ import tornado.web
 from files.areas import FileAreas
 from files.pool import FairPool
 from files.work_dirs import WorkDirs
+from kernels.events import ReplayBudget
 from kernels.launcher import KernelCommand, Launcher, default_kernel_python
 from kernels.pool import KernelPool
 from kernels.registry import SessionRegistry
@@ -128,6 +129,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
             SessionRecorder(transcript, files),
             max_sessions=settings.max_sessions,
             max_sessions_per_tenant=settings.max_sessions_per_tenant,
+            replay_budget=ReplayBudget(settings.replay_total_bytes),
         )
         stack.push_async_callback(registry.close_all)
 

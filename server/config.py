@@ -61,6 +61,12 @@ class Settings:
     max_starting_kernels: int = field(
         default=0, metadata=_help("kernels starting at once, others wait (0: CPU count + 1)")
     )
+    replay_total_bytes: int = field(
+        default=256_000_000,
+        metadata=_help(
+            "bytes of events all sessions keep in memory for replay; the oldest go first"
+        ),
+    )
     max_sessions: int = field(
         default=100,
         metadata=_help("most sessions (kernels in use) at once; the LRU idle one is reclaimed"),

@@ -122,6 +122,28 @@ async def test_since_older_than_memory_replays_from_the_transcript(tmp_path):
         ws.close()
 
 
+async def test_events_the_shared_replay_budget_dropped_replay_from_the_transcript(tmp_path):
+    from tests.conftest import make_settings, running_server
+
+    settings = make_settings(tmp_path, replay_total_bytes=3_000, pool_size=0)
+    async with running_server(settings) as srv:
+        for i in range(3):
+            await srv.api.execute("early", f"print('early {i}')")
+        early = srv.state.registry.get("t1", "early").events
+        last = early.last_seq
+        await srv.api.execute("busy", "for i in range(20): print('x' * 200, flush=True)")
+        budget = srv.state.registry.replay_budget
+        assert budget.used <= 3_000 and early.oldest_seq > 1  # the older session's went first
+        status = (await srv.api.call("GET", "/api/status")).json["replay_memory"]
+        assert status == {"bytes": budget.used, "limit_bytes": 3_000}
+        ws = await srv.api.ws("early", since=0)
+        replayed = [await ws.recv() for _ in range(last)]
+        assert [e["seq"] for e in replayed] == list(range(1, last + 1))
+        texts = [e["text"] for e in replayed if e["type"] == "stream"]
+        assert texts == ["early 0\n", "early 1\n", "early 2\n"]
+        ws.close()
+
+
 async def test_interrupt_and_restart_frames(server):
     ws = await server.api.ws("ctlws")
     await ws.run("keep = 1", "k")

@@ -50,6 +50,28 @@ def rss_bytes(pid: int) -> int | None:
         return None
 
 
+def memory_of(pid: int) -> dict[str, int]:
+    """RSS, PSS and USS (private clean + dirty) of `pid` in bytes, from smaps_rollup; {} if
+    the process is gone or unreadable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    kb = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            kb[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    if "Rss" not in kb:
+        return {}
+    return {
+        "Rss": kb["Rss"],
+        "Pss": kb.get("Pss", 0),
+        "USS": kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0),
+    }
+
+
 def kill_procs(procs: Sequence[psutil.Process], deadline_s: float = 5.0) -> None:
     """SIGTERM processes we started (psutil refuses a reused PID), SIGKILL them past a deadline."""
     signalled = []

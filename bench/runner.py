@@ -14,6 +14,7 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient
 
+import bench.capacity  # registers S9
 import bench.client_cost  # registers S10
 import bench.concurrency  # registers S5
 import bench.export  # registers S6
@@ -38,7 +39,7 @@ ONLY: dict[str, frozenset[str]] = {
 }
 NOT: dict[str, frozenset[str]] = {
     "gateway": frozenset({"S6", "S7", "S10"}),
-    "floor": frozenset({"S6", "S7", "S10"}),
+    "floor": frozenset({"S6", "S7", "S9", "S10"}),
 }
 SETTLE_S = 3.0  # after a start: the warm pool fills, start-up CPU dies down
 

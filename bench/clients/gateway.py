@@ -135,6 +135,10 @@ class GatewaySystem:
         set_nodelay(conn)  # the client's end only; the gateway's end stays as it ships
         return GatewaySession(self, kernel_id, JupyterWsSession(conn))
 
+    @property
+    def server_pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
     async def open_plain_session(self, user: str) -> Session:
         """A kernel read by a plain `websockets` client (S2's second row)."""
         from bench.clients.plain import PlainJupyterSession, open_plain

@@ -41,18 +41,22 @@ class EndReason(Enum):
 
 
 class Subscription:
-    """Encoded events for one watcher, in order; `None` marks the end."""
+    """Encoded events for one watcher, in order, but for the types it `skips`; `None` marks
+    the end."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, skip: frozenset[str] = frozenset()) -> None:
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._bytes = 0
         self._max_bytes = max_bytes
+        self.skip = skip
         self.closed = False
         self.reason: EndReason | None = None
 
-    def _push(self, encoded: str) -> bool:
+    def _push(self, encoded: str, kind: str = "") -> bool:
         if self.closed:
             return False
+        if kind in self.skip:
+            return True
         self._bytes += len(encoded)
         if self._bytes > self._max_bytes:
             self.close(EndReason.BEHIND)
@@ -152,7 +156,7 @@ class EventLog:
         self._sink = sink
         self._budget = budget
         self.owner = owner  # whose memory it is, in the budget's counts (the tenant)
-        self._buffer: deque[tuple[int, str, int]] = deque()  # seq, encoded, budget order
+        self._buffer: deque[tuple[int, str, int, str]] = deque()  # seq, encoded, order, type
         self._buffer_bytes = 0
         self._ranked = False  # in the budget's ranking of oldest events
         self._max_events = max_events
@@ -176,7 +180,8 @@ class EventLog:
         if self._sink is not None:
             self._sink(seq, encoded)
         budget = self._budget
-        self._buffer.append((seq, encoded, budget._next() if budget is not None else 0))
+        kind = event.get("type", "")
+        self._buffer.append((seq, encoded, budget._next() if budget is not None else 0, kind))
         self._buffer_bytes += len(encoded)
         if budget is not None:
             budget._added(self, len(encoded))  # may drop the oldest events of any session
@@ -185,12 +190,12 @@ class EventLog:
         ):
             self._drop_oldest()
         for sub in list(self._subscribers):
-            if not sub._push(encoded):
+            if not sub._push(encoded, kind):
                 self._subscribers.discard(sub)
         return seq
 
     def _drop_oldest(self) -> None:
-        _, old, _ = self._buffer.popleft()
+        _, old, _, _ = self._buffer.popleft()
         self._buffer_bytes -= len(old)
         if self._budget is not None:
             self._budget._removed(self, len(old))
@@ -208,14 +213,18 @@ class EventLog:
         return self._buffer[0][0] if self._buffer else self.last_seq + 1
 
     def replay(self, since: int) -> list[str]:
-        return [encoded for seq, encoded, _ in self._buffer if seq > since]
+        return [encoded for seq, encoded, _, _ in self._buffer if seq > since]
 
-    def subscribe(self, since: int | None = None) -> Subscription:
-        """Watch new events; with `since`, first receive the buffered ones after it."""
-        sub = Subscription(self._subscriber_bytes)
+    def subscribe(
+        self, since: int | None = None, skip: frozenset[str] = frozenset()
+    ) -> Subscription:
+        """Watch new events but those of the types in `skip`; with `since`, first receive
+        the buffered ones after it."""
+        sub = Subscription(self._subscriber_bytes, skip)
         if since is not None:
-            for encoded in self.replay(since):
-                sub._push(encoded)
+            for seq, encoded, _, kind in self._buffer:
+                if seq > since:
+                    sub._push(encoded, kind)
         self._subscribers.add(sub)
         return sub
 

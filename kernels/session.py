@@ -374,6 +374,9 @@ class KernelSession:
         if run.overrun:  # the disk guard stopped it (or it ended as the guard fired)
             status = CellStatus.ERROR
             run.emit(error_event("DiskQuotaExceeded", run.overrun))
+        # The work dir is listed (on a file worker) while the execution's leftovers are
+        # stopped here: each is a fraction of a millisecond every execution waits for.
+        changes = self._file_changes(before)
         if kernel is self.kernel and kernel.alive:
             await self._after_execution(kernel, run, forks_refused)
             if run.overrun is None and kernel is not self.kernel:
@@ -384,7 +387,7 @@ class KernelSession:
                 self._late.queue.put_nowait(queue.get_nowait())
         else:
             kernel.unlisten(msg_id)
-        files = await self._announce_files(before, execution.id)
+        files = await self._announce_files(changes, execution.id)
         if run.exit is not None and not run.exit.expected:
             status = CellStatus.ERROR
             run.emit(error_event("KernelDied", describe_exit(run.exit.returncode, run.exit.oom)))
@@ -454,11 +457,21 @@ class KernelSession:
             )
             await self._drop_kernel(SessionState.RESTARTING, run.exec_id, kill=True)
 
-    async def _announce_files(self, before: Any, exec_id: str) -> list[dict[str, Any]]:
-        if self.file_watch is None:
+    def _file_changes(self, before: Any) -> asyncio.Future[list[dict[str, Any]]] | None:
+        if self.file_watch is None or before is None:
+            return None
+        future = asyncio.ensure_future(self.file_watch.changes(before))
+        # Retrieved here too, for when the execution is cancelled before it awaits it.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return future
+
+    async def _announce_files(
+        self, changes: asyncio.Future[list[dict[str, Any]]] | None, exec_id: str
+    ) -> list[dict[str, Any]]:
+        if changes is None:
             return []
         try:
-            files = await self.file_watch.changes(before)
+            files = await changes
         except Exception:
             log.exception("%r: could not list changed files", self)
             return []

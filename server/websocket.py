@@ -1,9 +1,9 @@
 """The session WebSocket: authenticate, parse frames, call the session, forward events.
 
 Each socket subscribes to its session's event log (with `?since=<seq>` it first gets what
-it missed) and forwards the already-encoded events, awaiting each write so a slow client
-applies back-pressure to itself only. Frames the server will not take get a `rejected`
-event on that socket alone.
+it missed; with `?status=off` no `status` events) and forwards the already-encoded events,
+awaiting each write so a slow client applies back-pressure to itself only. Frames the
+server will not take get a `rejected` event on that socket alone.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .protocol import (
     ProtocolError,
     frame_object,
     parse_frame,
+    parse_on_off,
     parse_since,
     validate_user,
 )
@@ -47,6 +48,7 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         self.subscription: Subscription | None = None
         self._forwarder: asyncio.Task[None] | None = None
         self._since: int | None = None
+        self._skip: frozenset[str] = frozenset()
 
     @property
     def max_message_size(self) -> int:  # type: ignore[override]
@@ -59,6 +61,8 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
     async def prepare(self) -> None:
         self.tenant = authenticate(self, self.state.auth, allow_query=True)
         self._since = parse_since(self.get_query_argument("since", None))
+        if not parse_on_off("status", self.get_query_argument("status", None), True):
+            self._skip = frozenset({"status"})
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         write_error(self, status_code, **kwargs)  # before the upgrade: a JSON error
@@ -79,7 +83,7 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         older = None
         if self._since is not None and self._since + 1 < events.oldest_seq:
             older = (self._since, events.oldest_seq)  # no longer in memory: from the store
-        self.subscription = events.subscribe(self._since)
+        self.subscription = events.subscribe(self._since, self._skip)
         self._forwarder = asyncio.get_running_loop().create_task(
             self._forward(self.subscription, older), name="ws-forward"
         )
@@ -110,7 +114,7 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         for seq, body in [*stored, (before, None)]:
             if seq > expected:
                 self._send_direct({"type": "gap", "from_seq": expected, "to_seq": seq - 1})
-            if body is not None:
+            if body is not None and not (self._skip and json.loads(body)["type"] in self._skip):
                 await self._write(body)
             expected = seq + 1
 

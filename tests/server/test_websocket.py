@@ -51,6 +51,22 @@ async def test_event_kinds(server):
     ws.close()
 
 
+async def test_a_socket_may_go_without_status_events(server):
+    quiet = await server.api.ws("quiet", query="status=off")
+    chatty = await server.api.ws("quiet")
+    events = await quiet.run("1 + 1", "q1")
+    assert [e["type"] for e in events] == ["result", "done"]
+    seen = await chatty.until(lambda e: e["type"] == "done")
+    assert [e["type"] for e in seen] == ["status", "result", "status", "done"]
+    quiet.close()
+    replayed = await server.api.ws("quiet", since=0, query="status=false")
+    again = await replayed.until(lambda e: e["type"] == "done")
+    assert [e["type"] for e in again] == ["result", "done"]
+    replayed.close()
+    resp = await server.api.call("GET", "/api/sessions/quiet/ws?status=maybe")
+    assert resp.status == 400 and resp.json["error"]["code"] == "invalid_field"
+
+
 async def test_two_executions_queue_in_order_with_position(server):
     ws = await server.api.ws("queue")
     await ws.send({"type": "execute", "id": "q1", "code": "import time; time.sleep(0.5); 'one'"})

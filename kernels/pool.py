@@ -11,6 +11,12 @@ a spare whose preload is done if there is one, else the oldest, and the user's f
 execution queues behind the rest of the preload in the kernel, which is never later than a
 kernel start would be. A kernel started for a waiting user (no spare left) is not preloaded:
 its user imports what they need and no more.
+
+CPU priority follows the same order, where the server may set it (as root): a kernel that
+starts for a waiting user runs at a higher priority than kernels running code until it is
+ready, and a spare (its start and its preload) at a lower one until it is claimed. When many
+users arrive at once, the last ones' kernels then start before the first ones' executions
+use the cores, and refills never slow anyone's code.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from .launcher import Launcher
 from .preload import preload_code
 
 log = logging.getLogger(__name__)
+
+# Nice values while a kernel starts: for a waiting user / as a spare (0 once in a session).
+URGENT_NICE, SPARE_NICE = -5, 5
 
 
 class KernelPool:
@@ -62,6 +71,7 @@ class KernelPool:
         # executions have the cores before booting its replacement.
         self.refill_delay = refill_delay
         self.boot_gate = BootGate(max_starting or (os.cpu_count() or 1) + 1)
+        self.prioritize = os.geteuid() == 0  # only root may give a priority back
 
     async def start(self) -> None:
         """Clear leftovers of an earlier run and begin filling the warm pool."""
@@ -109,6 +119,8 @@ class KernelPool:
             except BaseException:
                 await self.discard(kernel)
                 raise
+            if self.prioritize:
+                kernel.renice(0)  # a spare's priority is a session's from now on
             msg_id = kernel.execute(f"__import__('os').chdir({path!r})", silent=True)
             queue = kernel.listen(msg_id)
             asyncio.get_running_loop().create_task(
@@ -147,7 +159,7 @@ class KernelPool:
             return kernel
         async with self.boot_gate.slot(URGENT):
             # A refill may have finished while this start waited for its turn.
-            return await self._pop_warm() or await self._start_one()
+            return await self._pop_warm() or await self._start_one(URGENT_NICE)
 
     async def _pop_warm(self) -> Kernel | None:
         """A live warm kernel, if there is one (dead ones are dropped), preloaded ones first;
@@ -182,14 +194,18 @@ class KernelPool:
         await asyncio.gather(*(k.stop() for k in kernels), return_exceptions=True)
         await asyncio.to_thread(shutil.rmtree, self.runtime_root, True)
 
-    async def _start_one(self) -> Kernel:
-        """Start a kernel; the caller holds a `boot_gate` slot."""
+    async def _start_one(self, nice: int = 0) -> Kernel:
+        """Start a kernel; the caller holds a `boot_gate` slot. `nice`: its priority until
+        it is ready (an urgent start) or claimed (a spare)."""
         if self._closed:
             raise KernelStartFailed("server is shutting down")
         self.runtime_root.mkdir(parents=True, exist_ok=True)
+        nice = nice if self.prioritize else 0
         kernel = await Kernel.start(
-            self.launcher, self.runtime_root, self.start_timeout, self.max_message_bytes
+            self.launcher, self.runtime_root, self.start_timeout, self.max_message_bytes, nice
         )
+        if nice < 0:
+            kernel.renice(0)
         if self._closed:
             await kernel.stop(grace=0)
             raise KernelStartFailed("server is shutting down")
@@ -206,7 +222,7 @@ class KernelPool:
             while len(self._warm) < self.warm_size and not self._closed:
                 try:
                     async with self.boot_gate.slot(BACKGROUND):
-                        kernel = await self._start_one()
+                        kernel = await self._start_one(SPARE_NICE)
                         self._warm.append(kernel)  # claimable from now on, preloaded or not
                         asyncio.get_running_loop().create_task(
                             self._forget_when_dead(kernel), name="warm-watch"

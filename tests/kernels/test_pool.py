@@ -165,3 +165,23 @@ def test_preload_names_must_be_module_names():
     for bad in ("os; import shutil", "a..b", "", "1abc"):
         with pytest.raises(ValueError):
             preload_code((bad,))
+
+
+def _nice(kernel) -> set[int]:
+    return {os.getpriority(os.PRIO_PROCESS, pid) for pid in kernel.launcher.processes(kernel.slot)}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may give a kernel its priority back")
+async def test_spares_start_below_and_sessions_run_at_normal_priority(tmp_path: Path):
+    pool = KernelPool(local_launcher(), tmp_path / "run", warm_size=1, max_starting=1)
+    await pool.start()
+    try:
+        await pool.wait_warm()
+        assert _nice(pool._warm[0]) == {pool_module.SPARE_NICE}
+        claimed = await pool.take(tmp_path)
+        assert _nice(claimed) == {0}
+        started = await pool.take(tmp_path)  # no spare left: started for this user
+        assert _nice(started) == {0}
+        assert (await execute(started, "1")).result == "1"
+    finally:
+        await pool.close()

@@ -21,7 +21,7 @@ import psutil
 
 from bench.clients.base import Session, System
 from bench.config import BenchConfig
-from bench.procs import kernel_procs, memory_of
+from bench.procs import kernel_pythons, memory_of
 from bench.scenarios import check, close_quietly, row, scenario, user_name
 from bench.stats import Metric, percentile
 
@@ -87,7 +87,7 @@ async def capacity(system: System, cfg: BenchConfig, deadline: float) -> list[Me
     try:
         await asyncio.sleep(2.0)  # replies settled, transcripts written
         server_after = memory_of(server_pid)["Rss"]
-        kernels = [memory_of(p.pid) for p in kernel_procs(server_pid)]
+        kernels = [memory_of(p.pid) for p in kernel_pythons(server_pid)]
         kernels = [k for k in kernels if k]
         rows = []
         for key in ("Rss", "Pss", "USS"):

@@ -43,6 +43,19 @@ def kernel_procs(root: int) -> list[psutil.Process]:
     return found
 
 
+def kernel_pythons(root: int) -> list[psutil.Process]:
+    """The kernels' own interpreters below `root`, without a sandbox's wrappers (whose
+    command lines name ipykernel_launcher too)."""
+    found = []
+    for proc in kernel_procs(root):
+        try:
+            if proc.cmdline()[1:3] == ["-m", KERNEL_MARK]:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
 def rss_bytes(pid: int) -> int | None:
     try:
         return int(psutil.Process(pid).memory_info().rss)

@@ -142,8 +142,8 @@ class Kernel:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         nice: int = 0,
     ) -> Kernel:
-        """Start a kernel and return once its shell and iopub channels both answer; `nice`:
-        its CPU priority while it starts (see `renice`)."""
+        """Start a kernel and return once its shell and iopub channels both answer; `nice`,
+        unless 0: its CPU priority while it starts (see `renice`)."""
         kernel_id = uuid.uuid4().hex
         runtime_dir = runtime_root / kernel_id[:12]
         runtime_dir.mkdir(mode=0o700, parents=True)
@@ -356,7 +356,7 @@ class Kernel:
     def process_limit_hits(self) -> int:
         return self.launcher.process_limit_hits(self.slot)
 
-    def renice(self, nice: int = 0) -> None:
+    def renice(self, nice: int) -> None:
         """Set the CPU priority of every process of the kernel (lowering `nice` takes root)."""
         if self.alive:
             set_nice(self.launcher.processes(self.slot), nice)

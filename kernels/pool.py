@@ -37,7 +37,8 @@ from .preload import preload_code
 
 log = logging.getLogger(__name__)
 
-# Nice values while a kernel starts: for a waiting user / as a spare (0 once in a session).
+# Nice values while a kernel starts, for a waiting user / as a spare, relative to the server's
+# own (which sessions' kernels keep).
 URGENT_NICE, SPARE_NICE = -5, 5
 
 
@@ -72,6 +73,7 @@ class KernelPool:
         self.refill_delay = refill_delay
         self.boot_gate = BootGate(max_starting or (os.cpu_count() or 1) + 1)
         self.prioritize = os.geteuid() == 0  # only root may give a priority back
+        self.base_nice = os.getpriority(os.PRIO_PROCESS, 0)
 
     async def start(self) -> None:
         """Clear leftovers of an earlier run and begin filling the warm pool."""
@@ -120,7 +122,7 @@ class KernelPool:
                 await self.discard(kernel)
                 raise
             if self.prioritize:
-                kernel.renice(0)  # a spare's priority is a session's from now on
+                kernel.renice(self.base_nice)  # a spare's priority is a session's from now on
             msg_id = kernel.execute(f"__import__('os').chdir({path!r})", silent=True)
             queue = kernel.listen(msg_id)
             asyncio.get_running_loop().create_task(
@@ -200,12 +202,12 @@ class KernelPool:
         if self._closed:
             raise KernelStartFailed("server is shutting down")
         self.runtime_root.mkdir(parents=True, exist_ok=True)
-        nice = nice if self.prioritize else 0
+        nice = self.base_nice + nice if self.prioritize and nice else 0
         kernel = await Kernel.start(
             self.launcher, self.runtime_root, self.start_timeout, self.max_message_bytes, nice
         )
-        if nice < 0:
-            kernel.renice(0)
+        if nice and nice < self.base_nice:
+            kernel.renice(self.base_nice)
         if self._closed:
             await kernel.stop(grace=0)
             raise KernelStartFailed("server is shutting down")

@@ -95,9 +95,16 @@ class _Listener:
 
 
 def set_nice(pids: set[int], nice: int) -> None:
+    """Set the nice value of every thread of `pids` (Linux keeps one per thread, and a new
+    thread starts with its creator's)."""
     for pid in pids:
-        with contextlib.suppress(OSError):  # gone, or not ours to change
-            os.setpriority(os.PRIO_PROCESS, pid, nice)
+        try:
+            tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            tids = [pid]
+        for tid in tids:
+            with contextlib.suppress(OSError):  # gone, or not ours to change
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
 def _loads(raw: bytes) -> Any:

@@ -44,13 +44,17 @@ def _kss_preload(names):
         def first_figure():
             import io
 
-            with plt.ioff():  # resolves the backend; the figure is not queued for display
-                fig = plt.figure(figsize=(2, 2))
+            # Resolves the backend (the inline one then turns interactive mode on, as in any
+            # notebook); closed, the figure is never shown: the inline backend shows open
+            # figures only.
+            fig = plt.figure(figsize=(2, 2))
+            try:
                 ax = fig.add_subplot()
                 ax.plot([0, 1], [1, 0], label="a")
                 ax.set_title("t")
                 ax.legend()
                 fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")
+            finally:
                 plt.close(fig)
 
         step("first figure", first_figure)

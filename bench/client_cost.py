@@ -1,4 +1,4 @@
-"""S8: what the chatbot client (client/, `kss_client`) costs and what it saves.
+"""S10: what the chatbot client (client/, `kss_client`) costs and what it saves.
 
 Its round trip against the raw REST call in the same run (target: at most 1.1x), and the
 size of what a model is given for a 1 MB stdout, a 200-row DataFrame and a 3-figure cell,
@@ -58,7 +58,7 @@ def size_rows(system: System, sizes: dict[str, dict[str, int]]) -> list[Metric]:
     rows = []
     lines = ["model-ready sizes (characters): case, raw REST answer, for_model text, images"]
     for case, s in sizes.items():
-        metric = row("S8", f"model-ready size: {case}", system, "chars")
+        metric = row("S10", f"model-ready size: {case}", system, "chars")
         metric.samples = [float(s["model_text"])]
         share = s["model_text"] / s["raw"] if s["raw"] else 0.0
         images = f" + {s['model_images']} image blocks ({s['model_image_chars']:,} b64 chars)"
@@ -74,15 +74,15 @@ def size_rows(system: System, sizes: dict[str, dict[str, int]]) -> list[Metric]:
     return rows
 
 
-@scenario("S8", "chatbot client")
+@scenario("S10", "chatbot client")
 async def client_cost(system: System, cfg: BenchConfig, deadline: float) -> list[Metric]:
     """kss_client vs raw REST round trip, and model-ready result sizes."""
     base, key = getattr(system, "base", None), getattr(system, "secret", None)
     if base is None or key is None:
         return []  # our server only
     data = await measure(base, key, cfg)
-    client = row("S8", "round trip: kss_client Session.run", system, "ms")
-    raw = row("S8", "round trip: raw REST (httpx POST + json)", system, "ms")
+    client = row("S10", "round trip: kss_client Session.run", system, "ms")
+    raw = row("S10", "round trip: raw REST (httpx POST + json)", system, "ms")
     client.samples, raw.samples = data["client_ms"], data["raw_ms"]
     if client.median is not None and raw.median:
         ratio = client.median / raw.median

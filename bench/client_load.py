@@ -1,4 +1,4 @@
-"""S8's measurements, run with the server's Python (it imports `kss_client` from .venv).
+"""S10's measurements, run with the server's Python (it imports `kss_client` from .venv).
 
 Round trips of `x + 1` through `kss_client`'s `Session.run` and through the raw REST call
 a developer would write with the same HTTP library (httpx: POST, then `.json()`),
@@ -45,7 +45,7 @@ def model_chars(blocks: list[dict[str, Any]]) -> tuple[int, int, int]:
 
 
 async def round_trips(url: str, key: str, n: int, warmup: int) -> dict[str, list[float]]:
-    user = f"bench-s8-{uuid.uuid4().hex[:8]}"
+    user = f"bench-s10-{uuid.uuid4().hex[:8]}"
     raw_ms: list[float] = []
     client_ms: list[float] = []
     headers = {"Authorization": f"Bearer {key}"}
@@ -73,7 +73,7 @@ async def round_trips(url: str, key: str, n: int, warmup: int) -> dict[str, list
 
 
 async def sizes(url: str, key: str) -> dict[str, dict[str, int]]:
-    user = f"bench-s8-{uuid.uuid4().hex[:8]}"
+    user = f"bench-s10-{uuid.uuid4().hex[:8]}"
     headers = {"Authorization": f"Bearer {key}"}
     out = {}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as raw:

@@ -57,6 +57,9 @@ class BenchConfig:
     s6_images: int
     s6_n: int
     s6_store_events: int
+    s8_n: int
+    s9_sessions: int
+    s9_step_s: float
     exec_timeout_s: float
     scenario_budget_s: float
     total_budget_s: float
@@ -92,9 +95,12 @@ class BenchConfig:
             s6_images=_int(env, "BENCH_S6_IMAGES", 10 if quick else 100),
             s6_n=_int(env, "BENCH_S6_N", 3 if quick else 10),
             s6_store_events=_int(env, "BENCH_S6_STORE_EVENTS", 20_000 if quick else 100_000),
+            s8_n=_int(env, "BENCH_S8_N", 3 if quick else 8),
+            s9_sessions=_int(env, "BENCH_S9_SESSIONS", 6 if quick else 32),
+            s9_step_s=_float(env, "BENCH_S9_STEP", 3.0 if quick else 6.0),
             exec_timeout_s=_float(env, "BENCH_EXEC_TIMEOUT", 120.0),
             scenario_budget_s=_float(env, "BENCH_SCENARIO_BUDGET", 60.0 if quick else 180.0),
-            total_budget_s=_float(env, "BENCH_TOTAL_BUDGET", 840.0),
+            total_budget_s=_float(env, "BENCH_TOTAL_BUDGET", 1020.0),
             startup_timeout_s=_float(env, "BENCH_STARTUP_TIMEOUT", 90.0),
             pool_size=int(pool) if pool else None,
             server_python=env.get("BENCH_SERVER_PYTHON", str(REPO / ".venv" / "bin" / "python")),

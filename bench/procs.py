@@ -43,11 +43,46 @@ def kernel_procs(root: int) -> list[psutil.Process]:
     return found
 
 
+def kernel_pythons(root: int) -> list[psutil.Process]:
+    """The kernels' own interpreters below `root`, without a sandbox's wrappers (whose
+    command lines name ipykernel_launcher too)."""
+    found = []
+    for proc in kernel_procs(root):
+        try:
+            if proc.cmdline()[1:3] == ["-m", KERNEL_MARK]:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
 def rss_bytes(pid: int) -> int | None:
     try:
         return int(psutil.Process(pid).memory_info().rss)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
+
+
+def memory_of(pid: int) -> dict[str, int]:
+    """RSS, PSS and USS (private clean + dirty) of `pid` in bytes, from smaps_rollup; {} if
+    the process is gone or unreadable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    kb = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            kb[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    if "Rss" not in kb:
+        return {}
+    return {
+        "Rss": kb["Rss"],
+        "Pss": kb.get("Pss", 0),
+        "USS": kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0),
+    }
 
 
 def kill_procs(procs: Sequence[psutil.Process], deadline_s: float = 5.0) -> None:

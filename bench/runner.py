@@ -14,9 +14,11 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient
 
-import bench.client_cost  # registers S8
+import bench.capacity  # registers S9
+import bench.client_cost  # registers S10
 import bench.concurrency  # registers S5
 import bench.export  # registers S6
+import bench.first_analysis  # registers S8
 import bench.hibernation  # registers S11
 import bench.replicas  # registers S12
 import bench.sandbox_cost  # registers S7
@@ -31,7 +33,7 @@ from bench.stats import Metric, failed, unavailable
 
 log = logging.getLogger(__name__)
 
-# Variants of ours that only answer the question they exist for; S6-S8 are ours alone.
+# Variants of ours that only answer the question they exist for; S6, S7, S10 are ours alone.
 ONLY: dict[str, frozenset[str]] = {
     "ours-pool0": frozenset({"S1", "S7"}),
     "ours-rest": frozenset({"S1", "S2"}),
@@ -41,8 +43,8 @@ ONLY: dict[str, frozenset[str]] = {
     "ours-replicas": frozenset({"S12"}),
 }
 NOT: dict[str, frozenset[str]] = {
-    "gateway": frozenset({"S6", "S7", "S8", "S12"}),
-    "floor": frozenset({"S6", "S7", "S8", "S12"}),
+    "gateway": frozenset({"S6", "S7", "S10", "S11", "S12"}),
+    "floor": frozenset({"S6", "S7", "S9", "S10", "S11", "S12"}),
 }
 SETTLE_S = 3.0  # after a start: the warm pool fills, start-up CPU dies down
 
@@ -75,9 +77,15 @@ class RunResult:
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def scenario_order(sid: str) -> int:
+    """S2 before S10."""
+    return int(sid[1:])
+
+
 def selected(cfg: BenchConfig) -> list[Scenario]:
     wanted = set(cfg.scenarios)
-    return [SCENARIOS[sid] for sid in sorted(SCENARIOS) if not wanted or sid in wanted]
+    ordered = sorted(SCENARIOS, key=scenario_order)
+    return [SCENARIOS[sid] for sid in ordered if not wanted or sid in wanted]
 
 
 async def run_system(
@@ -139,7 +147,7 @@ async def run(cfg: BenchConfig) -> RunResult:
             shutil.rmtree(workdir, ignore_errors=True)
     result.metrics += [unavailable(sc.id, sc.title, sc.reason) for sc in scenarios if not sc.run]
     bench.sandbox_cost.annotate(result.metrics)
-    order = {sid: i for i, sid in enumerate(sorted(SCENARIOS))}
+    order = {sid: i for i, sid in enumerate(sorted(SCENARIOS, key=scenario_order))}
     titles: dict[str, int] = {}
     for metric in result.metrics:
         titles.setdefault(metric.title, len(titles))

@@ -27,7 +27,7 @@ async def sandbox_cost(system: System, cfg: BenchConfig, deadline: float) -> lis
     pool = pool_label(system)
     metrics = await new_user(system, cfg, deadline)
     if pool != "pool 0":
-        metrics += await round_trip(system, cfg, deadline)
+        metrics += await round_trip(system, cfg, deadline, plain=False)
     for metric in metrics:
         kind = "new user" if metric.scenario == "S1" else "round trip"
         metric.scenario = "S7"

@@ -106,28 +106,46 @@ async def new_user(system: System, cfg: BenchConfig, deadline: float) -> list[Me
 
 
 @scenario("S2", "round trip")
-async def round_trip(system: System, cfg: BenchConfig, deadline: float) -> list[Metric]:
-    """`x = 1` once, then `x + 1` from send to done/idle, after a warm-up."""
+async def round_trip(
+    system: System, cfg: BenchConfig, deadline: float, plain: bool = True
+) -> list[Metric]:
+    """`x = 1` once, then `x + 1` from send to done/idle, after a warm-up; where the system
+    has one, a plain client (bench/clients/plain.py) on a second session, sample by sample
+    alternated with the first, so both see the same machine."""
     metric = row("S2", "round trip", system, "ms", note=f"warm-up {cfg.s2_warmup}")
-    session = await system.open_session(user_name("s2"))
+    plain_metric = row("S2", "round trip, plain client", system, "ms")
+    sessions: list[tuple[Session, Metric]] = []
     try:
-        problem = check(await session.execute("x = 1", cfg.exec_timeout_s))
-        if problem:
-            raise RuntimeError(f"setup: {problem}")
-        for _ in range(cfg.s2_warmup):
-            await session.execute("x + 1", cfg.exec_timeout_s)
+        sessions.append((await system.open_session(user_name("s2")), metric))
+        open_plain = getattr(system, "open_plain_session", None) if plain else None
+        if open_plain is not None:
+            sessions.append((await open_plain(user_name("s2p")), plain_metric))
+        for session, _ in sessions:
+            problem = check(await session.execute("x = 1", cfg.exec_timeout_s))
+            if problem:
+                raise RuntimeError(f"setup: {problem}")
+            for _ in range(cfg.s2_warmup):
+                await session.execute("x + 1", cfg.exec_timeout_s)
         for _ in range(cfg.s2_n):
             if expired(deadline):
                 break
-            res = await session.execute("x + 1", cfg.exec_timeout_s)
-            if check(res, "2"):
-                metric.errors += 1
-                log.warning("S2 %s: %s", system.name, check(res, "2"))
-            else:
-                metric.samples.append(res.elapsed_s * 1000)
+            for session, m in sessions:
+                res = await session.execute("x + 1", cfg.exec_timeout_s)
+                if check(res, "2"):
+                    m.errors += 1
+                    log.warning("S2 %s: %s", system.name, check(res, "2"))
+                else:
+                    m.samples.append(res.elapsed_s * 1000)
+        if len(sessions) > 1:
+            plain = sessions[1][0]
+            frames, size = getattr(plain, "frames", 0), getattr(plain, "frame_bytes", 0)
+            what = "websockets + json.loads" if size else "jupyter_client execute_interactive"
+            plain_metric.note = f"{what}; {frames} frames" + (f", {size} B" if size else "")
+            plain_metric.note += " read per `x + 1`"
     finally:
-        await close_quietly(session)
-    return [metric]
+        for session, _ in sessions:
+            await close_quietly(session)
+    return [metric, plain_metric] if len(sessions) > 1 else [metric]
 
 
 def stream_code(lines: int, line_bytes: int) -> str:

@@ -6,14 +6,22 @@ copy; `last_seq` lets a new log continue the numbering of an earlier one.
 Every event gets the next `seq` and is encoded to JSON once; the same string goes to every
 subscriber and into the replay buffer. A subscriber that falls too far behind is closed
 (it reconnects with `since` and misses nothing the buffer still holds).
+
+Replay buffers are bounded per session (events and bytes) and, through one `ReplayBudget`
+shared by every session's log, in total: over the total, the oldest events across all
+sessions leave memory first. An event that left memory is still in the transcript, and a
+reconnecting socket gets it from there (`server/websocket.py`); old events are the ones a
+reconnect needs least, and a session's own recent events stay whatever its neighbours do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
@@ -33,18 +41,22 @@ class EndReason(Enum):
 
 
 class Subscription:
-    """Encoded events for one watcher, in order; `None` marks the end."""
+    """Encoded events for one watcher, in order, but for the types it `skips`; `None` marks
+    the end."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, skip: frozenset[str] = frozenset()) -> None:
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._bytes = 0
         self._max_bytes = max_bytes
+        self.skip = skip
         self.closed = False
         self.reason: EndReason | None = None
 
-    def _push(self, encoded: str) -> bool:
+    def _push(self, encoded: str, kind: str = "") -> bool:
         if self.closed:
             return False
+        if kind in self.skip:
+            return True
         self._bytes += len(encoded)
         if self._bytes > self._max_bytes:
             self.close(EndReason.BEHIND)
@@ -66,6 +78,67 @@ class Subscription:
         return item
 
 
+class ReplayBudget:
+    """Bytes of events every session's replay buffer may hold together; over the limit, the
+    oldest events across sessions are dropped from memory first. Counts per owner (tenant)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self.used = 0
+        self._owners: Counter[str] = Counter()
+        self._order = itertools.count()  # publication order across every log
+        self._heads: list[tuple[int, int, EventLog]] = []  # (order of its oldest, id, log)
+
+    def usage(self, owner: str) -> int:
+        return self._owners[owner]
+
+    def status(self, owner: str) -> dict[str, int]:
+        return {"bytes": self.usage(owner), "limit_bytes": self.limit}
+
+    def _next(self) -> int:
+        return next(self._order)
+
+    def _added(self, log: EventLog, size: int) -> None:
+        self.used += size
+        self._owners[log.owner] += size
+        if not log._ranked:  # the log was empty: its oldest event is this one
+            log._ranked = True
+            heapq.heappush(self._heads, (log._buffer[0][2], id(log), log))
+        self._evict()
+
+    def _removed(self, log: EventLog, size: int) -> None:
+        self.used -= size
+        self._owners[log.owner] -= size
+        if not self._owners[log.owner]:
+            del self._owners[log.owner]
+
+    def _forget(self, log: EventLog) -> None:
+        """`log` is closed (and empty): no longer rank it."""
+        if log._ranked:
+            log._ranked = False
+            self._heads = [entry for entry in self._heads if entry[2] is not log]
+            heapq.heapify(self._heads)
+
+    def _evict(self) -> None:
+        heads = self._heads
+        while self.used > self.limit and heads:
+            order, key, log = heads[0]
+            head = log._head_order()
+            if head is None:  # emptied by its own bounds or closed; pushed again if it refills
+                heapq.heappop(heads)
+                log._ranked = False
+            elif head != order:  # its oldest left by its own bounds: re-rank it
+                heapq.heapreplace(heads, (head, key, log))
+            else:
+                log._drop_oldest()
+                after = log._head_order()
+                if after is None:
+                    heapq.heappop(heads)
+                    log._ranked = False
+                else:
+                    heapq.heapreplace(heads, (after, key, log))
+
+
 class EventLog:
     """Numbers, buffers and fans out one session's events."""
 
@@ -76,11 +149,16 @@ class EventLog:
         subscriber_bytes: int,
         last_seq: int = 0,
         sink: Callable[[int, str], None] | None = None,
+        budget: ReplayBudget | None = None,
+        owner: str = "",
     ) -> None:
         self.last_seq = last_seq
         self._sink = sink
-        self._buffer: deque[tuple[int, str]] = deque()
+        self._budget = budget
+        self.owner = owner  # whose memory it is, in the budget's counts (the tenant)
+        self._buffer: deque[tuple[int, str, int, str]] = deque()  # seq, encoded, order, type
         self._buffer_bytes = 0
+        self._ranked = False  # in the budget's ranking of oldest events
         self._max_events = max_events
         self._max_bytes = max_bytes
         self._subscriber_bytes = subscriber_bytes
@@ -101,17 +179,33 @@ class EventLog:
             encoded = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
         if self._sink is not None:
             self._sink(seq, encoded)
-        self._buffer.append((seq, encoded))
+        budget = self._budget
+        kind = event.get("type", "")
+        self._buffer.append((seq, encoded, budget._next() if budget is not None else 0, kind))
         self._buffer_bytes += len(encoded)
+        if budget is not None:
+            budget._added(self, len(encoded))  # may drop the oldest events of any session
         while self._buffer and (
             len(self._buffer) > self._max_events or self._buffer_bytes > self._max_bytes
         ):
-            _, old = self._buffer.popleft()
-            self._buffer_bytes -= len(old)
+            self._drop_oldest()
         for sub in list(self._subscribers):
-            if not sub._push(encoded):
+            if not sub._push(encoded, kind):
                 self._subscribers.discard(sub)
         return seq
+
+    def _drop_oldest(self) -> None:
+        _, old, _, _ = self._buffer.popleft()
+        self._buffer_bytes -= len(old)
+        if self._budget is not None:
+            self._budget._removed(self, len(old))
+
+    def _head_order(self) -> int | None:
+        return self._buffer[0][2] if self._buffer else None
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._buffer_bytes
 
     @property
     def oldest_seq(self) -> int:
@@ -119,14 +213,18 @@ class EventLog:
         return self._buffer[0][0] if self._buffer else self.last_seq + 1
 
     def replay(self, since: int) -> list[str]:
-        return [encoded for seq, encoded in self._buffer if seq > since]
+        return [encoded for seq, encoded, _, _ in self._buffer if seq > since]
 
-    def subscribe(self, since: int | None = None) -> Subscription:
-        """Watch new events; with `since`, first receive the buffered ones after it."""
-        sub = Subscription(self._subscriber_bytes)
+    def subscribe(
+        self, since: int | None = None, skip: frozenset[str] = frozenset()
+    ) -> Subscription:
+        """Watch new events but those of the types in `skip`; with `since`, first receive
+        the buffered ones after it."""
+        sub = Subscription(self._subscriber_bytes, skip)
         if since is not None:
-            for encoded in self.replay(since):
-                sub._push(encoded)
+            for seq, encoded, _, kind in self._buffer:
+                if seq > since:
+                    sub._push(encoded, kind)
         self._subscribers.add(sub)
         return sub
 
@@ -134,9 +232,15 @@ class EventLog:
         self._subscribers.discard(sub)
 
     def close(self) -> None:
+        """End every subscription and give the buffer's memory back (a closed session
+        replays from the transcript)."""
         for sub in list(self._subscribers):
             sub.close(EndReason.SESSION_CLOSED)
         self._subscribers.clear()
+        while self._buffer:
+            self._drop_oldest()
+        if self._budget is not None:
+            self._budget._forget(self)
 
     @property
     def subscriber_count(self) -> int:

@@ -94,6 +94,19 @@ class _Listener:
         self.spent = False
 
 
+def set_nice(pids: set[int], nice: int) -> None:
+    """Set the nice value of every thread of `pids` (Linux keeps one per thread, and a new
+    thread starts with its creator's)."""
+    for pid in pids:
+        try:
+            tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            tids = [pid]
+        for tid in tids:
+            with contextlib.suppress(OSError):  # gone, or not ours to change
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+
+
 def _loads(raw: bytes) -> Any:
     try:
         return json.loads(raw)
@@ -135,8 +148,10 @@ class Kernel:
         runtime_root: Path,
         timeout: float = 60,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        nice: int = 0,
     ) -> Kernel:
-        """Start a kernel and return once its shell and iopub channels both answer."""
+        """Start a kernel and return once its shell and iopub channels both answer; `nice`,
+        unless 0: its CPU priority while it starts (see `renice`)."""
         kernel_id = uuid.uuid4().hex
         runtime_dir = runtime_root / kernel_id[:12]
         runtime_dir.mkdir(mode=0o700, parents=True)
@@ -159,6 +174,8 @@ class Kernel:
         kernel = cls(launcher, slot, session, max_message_bytes)
         try:
             kernel.process = await launcher.start(slot)
+            if nice:  # before the wrappers fork: whatever they start inherits it
+                set_nice({kernel.process.pid}, nice)
             loop = asyncio.get_running_loop()
             kernel._tasks.append(loop.create_task(kernel._watch_process(), name="kernel-exit"))
             async with asyncio.timeout(timeout):
@@ -346,6 +363,11 @@ class Kernel:
 
     def process_limit_hits(self) -> int:
         return self.launcher.process_limit_hits(self.slot)
+
+    def renice(self, nice: int) -> None:
+        """Set the CPU priority of every process of the kernel (lowering `nice` takes root)."""
+        if self.alive:
+            set_nice(self.launcher.processes(self.slot), nice)
 
     def log_tail(self, limit: int = 2000) -> str:
         try:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import CapacityExceeded, Draining, SessionNotFound
+from .events import ReplayBudget
 from .gate import OpenGate, SessionGate
 from .installs import PackageSource
 from .limits import Limits
@@ -33,6 +34,7 @@ class SessionRegistry:
         max_sessions_per_tenant: int = 0,
         packages: PackageSource | None = None,
         gate: SessionGate | None = None,
+        replay_budget: ReplayBudget | None = None,
     ) -> None:
         self.pool = pool
         self.limits = limits
@@ -42,6 +44,7 @@ class SessionRegistry:
         self.max_sessions = max_sessions
         self.max_per_tenant = max_sessions_per_tenant or max_sessions
         self.gate: SessionGate = gate or OpenGate()
+        self.replay_budget = replay_budget or ReplayBudget(1 << 62)  # shared by every session
         self._sessions: dict[Key, KernelSession] = {}
         self._creating: dict[Key, asyncio.Future[KernelSession]] = {}
         self.draining = False
@@ -100,7 +103,15 @@ class SessionRegistry:
             work_dir.mkdir(parents=True, exist_ok=True)
             resume = await self.observer.resume(tenant, user)
             session = KernelSession(
-                tenant, user, work_dir, self.pool, self.limits, self.observer, resume, self.packages
+                tenant,
+                user,
+                work_dir,
+                self.pool,
+                self.limits,
+                self.observer,
+                resume,
+                self.packages,
+                self.replay_budget,
             )
             self._sessions[key] = session
             try:

@@ -26,7 +26,7 @@ from packages.errors import PackageError
 from . import hibernate, log_context
 from .disk_guard import DiskGuard
 from .errors import Draining, KernelError, QueueFull, SessionClosed
-from .events import EventLog
+from .events import EventLog, ReplayBudget
 from .execution import (
     Cell,
     Execution,
@@ -66,6 +66,7 @@ class KernelSession:
         observer: SessionObserver | None = None,
         resume: Resume | None = None,
         packages: PackageSource | None = None,
+        replay_budget: ReplayBudget | None = None,
     ) -> None:
         resume = resume or Resume()
         self.tenant = tenant
@@ -85,6 +86,8 @@ class KernelSession:
             limits.subscriber_bytes,
             resume.last_seq,
             resume.sink,
+            replay_budget,
+            owner=tenant,
         )
         self.observer: SessionObserver = observer or NoObserver()
         self.packages = SessionPackages(packages, resume.packages)
@@ -528,9 +531,10 @@ class KernelSession:
         code = await self._with_packages(run, execution)
         if code is None:
             status = CellStatus.ERROR
+            changes = self._file_changes(before)
         else:
-            status = await self._execute(run, kernel, code, execution)
-        files = await self._announce_files(before, execution.id)
+            status, changes = await self._execute(run, kernel, code, execution, before)
+        files = await self._announce_files(changes, execution.id)
         if run.exit is not None and not run.exit.expected:
             status = CellStatus.ERROR
             run.emit(error_event("KernelDied", describe_exit(run.exit.returncode, run.exit.oom)))
@@ -595,10 +599,12 @@ class KernelSession:
         return installed
 
     async def _execute(
-        self, run: Run, kernel: Kernel, code: str, execution: Execution
-    ) -> CellStatus:
+        self, run: Run, kernel: Kernel, code: str, execution: Execution, before: Any
+    ) -> tuple[CellStatus, asyncio.Future[list[dict[str, Any]]] | None]:
         """Send `code` and pump its messages; then stop what it left running and hand its
-        request on to late output."""
+        request on to late output. Also answers the listing of the files it changed, begun
+        (on a file worker) while its leftovers are stopped: each is a fraction of a
+        millisecond every execution waits for."""
         budget = self.limits.budget()
         forks_refused = kernel.process_limit_hits()
         msg_id = kernel.execute(code)
@@ -610,6 +616,7 @@ class KernelSession:
             replaced = "; the kernel was replaced" if kernel is not self.kernel else ""
             run.emit(error_event("DiskQuotaExceeded", run.overrun + replaced))
             self.pool.stats.limit_hits[LimitHit.DISK_QUOTA] += 1
+        changes = self._file_changes(before)
         if kernel is self.kernel and kernel.alive:
             await self._after_execution(kernel, run, forks_refused)
             if run.overrun is None and kernel is not self.kernel:
@@ -620,7 +627,7 @@ class KernelSession:
                 self._late.queue.put_nowait(queue.get_nowait())
         else:
             kernel.unlisten(msg_id)
-        return status
+        return status, changes
 
     async def _pump_in_time(
         self, run: Run, queue: asyncio.Queue[Any], execution: Execution
@@ -671,11 +678,21 @@ class KernelSession:
                 SessionState.RESTARTING, run.exec_id, kill=True, why=Replaced.PROCESS_LIMIT
             )
 
-    async def _announce_files(self, before: Any, exec_id: str) -> list[dict[str, Any]]:
-        if self.file_watch is None:
+    def _file_changes(self, before: Any) -> asyncio.Future[list[dict[str, Any]]] | None:
+        if self.file_watch is None or before is None:
+            return None
+        future = asyncio.ensure_future(self.file_watch.changes(before))
+        # Retrieved here too, for when the execution is cancelled before it awaits it.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return future
+
+    async def _announce_files(
+        self, changes: asyncio.Future[list[dict[str, Any]]] | None, exec_id: str
+    ) -> list[dict[str, Any]]:
+        if changes is None:
             return []
         try:
-            files = await self.file_watch.changes(before)
+            files = await changes
         except Exception:
             log.exception("%r: could not list changed files", self)
             return []

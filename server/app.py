@@ -15,6 +15,7 @@ import tornado.web
 from files.areas import FileAreas
 from files.pool import FairPool
 from files.work_dirs import WorkDirs
+from kernels.events import ReplayBudget
 from kernels.launcher import KernelCommand, Launcher, default_kernel_python
 from kernels.pool import KernelPool
 from kernels.registry import SessionRegistry
@@ -187,6 +188,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
             max_starting=settings.max_starting_kernels,
             start_timeout=settings.kernel_start_timeout,
             max_message_bytes=settings.limits.max_message_bytes,
+            preload=settings.preload,
         )
         await pool.start()
         stack.push_async_callback(pool.close)
@@ -200,6 +202,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[AppState]:
             max_sessions_per_tenant=settings.max_sessions_per_tenant,
             packages=package_installer(settings),
             gate=LeaseGate(replicas) if replicas else None,
+            replay_budget=ReplayBudget(settings.replay_total_bytes),
         )
         stack.push_async_callback(registry.close_all)
         if replicas is not None:

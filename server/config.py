@@ -26,6 +26,7 @@ from typing import Any
 
 from files.area import FileLimits
 from kernels.limits import Limits
+from kernels.preload import DATA_STACK, check_modules
 from kernels.sandbox import SandboxPolicy
 
 from .origins import parse_origins
@@ -54,8 +55,20 @@ class Settings:
     pool_size: int = field(
         default=2, metadata=_help("warm kernels kept started and idle (0 disables the pool)")
     )
+    preload: tuple[str, ...] = field(
+        default=DATA_STACK,
+        metadata=_help(
+            "modules warm kernels import before they are claimed (comma list; empty: none)"
+        ),
+    )
     max_starting_kernels: int = field(
         default=0, metadata=_help("kernels starting at once, others wait (0: CPU count + 1)")
+    )
+    replay_total_bytes: int = field(
+        default=256_000_000,
+        metadata=_help(
+            "bytes of events all sessions keep in memory for replay; the oldest go first"
+        ),
     )
     max_sessions: int = field(
         default=100,
@@ -225,7 +238,12 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(raw)
 
 
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
 _PARSERS: dict[Any, Callable[[str], Any]] = {
+    tuple[str, ...]: _parse_list,
     int: int,
     float: float,
     str: str,
@@ -307,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
             option.flag,
             dest=option.name,
             default=None,
-            help=f"{option.help} [default {option.default!s:.40}; env {option.env}]",
+            help=f"{option.help} [default {_shown(option.default)!s:.40}; env {option.env}]",
         )
     parser.add_argument(
         "--api-key",
@@ -327,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shown(value: Any) -> Any:
+    return ",".join(value) if isinstance(value, tuple) else value
+
+
 def load_settings(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -338,8 +360,8 @@ def load_settings(
         raw = getattr(args, option.name)
         if raw is None:
             raw = environ.get(option.env)
-        if raw is None or raw == "":
-            continue
+        if raw is None or (raw == "" and option.parse is not _parse_list):
+            continue  # unset; an empty list is a value (`--preload ""`: none)
         try:
             values[option.name] = option.parse(raw)
         except ValueError:
@@ -361,6 +383,7 @@ def finalize(settings: Settings) -> Settings:
             raise ValueError(f"{option.name}: want one of {', '.join(option.choices)}")
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             raise ValueError(f"{option.name} must not be negative")
+    check_modules(settings.preload)
     if settings.file_workers < 1:
         raise ValueError("file_workers must be at least 1")
     policy = settings.sandbox_policy

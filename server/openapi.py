@@ -287,6 +287,22 @@ def schemas() -> dict[str, Any]:
                     description="`sessions` and `cells` are left out while the store is "
                     "unreachable",
                 ),
+                "replay_memory": obj(
+                    {
+                        "bytes": {
+                            **COUNT,
+                            "description": "what the tenant's sessions' replay buffers hold "
+                            "in the server's memory",
+                        },
+                        "limit_bytes": {
+                            **COUNT,
+                            "description": "`--replay-total-bytes`, shared by every tenant's "
+                            "sessions: over it the oldest events of any session leave memory "
+                            "(a reconnect gets them from the transcript)",
+                        },
+                    },
+                    ("bytes", "limit_bytes"),
+                ),
             },
             description="All about the calling tenant; nothing about other tenants.",
         ),
@@ -755,6 +771,12 @@ def parameters() -> dict[str, Any]:
             "replay every event after this seq (from memory or the durable transcript), "
             "then follow live",
         ),
+        "status_events": query(
+            "status",
+            {"enum": ["on", "off", "true", "false", "1", "0"]},
+            "`off`: this socket gets no `status` events, live or replayed (a small "
+            "execution is then two frames, `result` and `done`); default `on`",
+        ),
     }
 
 
@@ -985,9 +1007,16 @@ def websocket_operation() -> dict[str, Any]:
                 "headers": hdr("Upgrade", "Connection", "Sec-WebSocket-Accept"),
             }
         },
-        (*USER, *SESSION, "invalid_since", "origin_not_allowed", "upgrade_required"),
+        (
+            *USER,
+            *SESSION,
+            "invalid_since",
+            "invalid_field",
+            "origin_not_allowed",
+            "upgrade_required",
+        ),
         security=[*USER_ACCESS, {"queryToken": []}],
-        params=("since",),
+        params=("since", "status_events"),
         description="Creates the session if needed. A page whose origin is neither the "
         "server's own nor in `--allowed-origins` is refused at the upgrade. Everything "
         "before the upgrade is an HTTP answer (the errors below, JSON); after it the socket "

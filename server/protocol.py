@@ -147,6 +147,18 @@ def parse_frame(
     )
 
 
+def parse_on_off(name: str, raw: str | None, default: bool) -> bool:
+    """A query flag: on/off, true/false, 1/0."""
+    if raw is None:
+        return default
+    value = raw.lower()
+    if value in ("on", "true", "1"):
+        return True
+    if value in ("off", "false", "0"):
+        return False
+    raise ProtocolError(400, "invalid_field", f"'{name}' must be on or off")
+
+
 def parse_since(raw: str | None) -> int | None:
     if raw is None:
         return None

@@ -33,8 +33,9 @@ class HealthHandler(ApiHandler):
 
 
 class StatusHandler(ApiHandler):
-    """The tenant's own view: its sessions, the sandbox, the store. Numbers about the whole
-    server (the pool, the disk, other tenants) are for operators, not tenants."""
+    """The tenant's own view: its sessions, the sandbox, the store, the memory its sessions'
+    replay buffers hold (and the server-wide limit they share). Numbers about the whole
+    server (the pool, the disk, other tenants, the total in use) are for operators."""
 
     async def get(self) -> None:
         store: dict[str, object] = {"backend": self.state.store.backend}
@@ -49,6 +50,7 @@ class StatusHandler(ApiHandler):
                 "sessions": len(self.state.registry.list(self.tenant)),
                 "sandbox": self.state.pool.launcher.mode,
                 "store": {**store, **health},
+                "replay_memory": self.state.registry.replay_budget.status(self.tenant),
             }
         )
 

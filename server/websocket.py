@@ -2,9 +2,9 @@
 session, forward events.
 
 Each socket subscribes to its session's event log (with `?since=<seq>` it first gets what
-it missed) and forwards the already-encoded events, awaiting each write so a slow client
-applies back-pressure to itself only. Frames the server will not take get a `rejected`
-event on that socket alone.
+it missed; with `?status=off` no `status` events) and forwards the already-encoded events,
+awaiting each write so a slow client applies back-pressure to itself only. Frames the
+server will not take get a `rejected` event on that socket alone.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .protocol import (
     ProtocolError,
     frame_object,
     parse_frame,
+    parse_on_off,
     parse_since,
     validate_user,
 )
@@ -72,6 +73,7 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         self.subscription: Subscription | None = None
         self._forwarder: asyncio.Task[None] | None = None
         self._since: int | None = None
+        self._skip: frozenset[str] = frozenset()
 
     @property
     def max_message_size(self) -> int:  # type: ignore[override]
@@ -95,6 +97,8 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         self.tenant = principal.tenant
         bind_request(self, self.tenant)
         self._since = parse_since(self.get_query_argument("since", None))
+        if not parse_on_off("status", self.get_query_argument("status", None), True):
+            self._skip = frozenset({"status"})
         check_handshake(self.request.headers)  # before a session is touched
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -129,7 +133,7 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         older = None
         if self._since is not None and self._since + 1 < events.oldest_seq:
             older = (self._since, events.oldest_seq)  # no longer in memory: from the store
-        self.subscription = events.subscribe(self._since)
+        self.subscription = events.subscribe(self._since, self._skip)
         self._forwarder = asyncio.get_running_loop().create_task(
             self._forward(self.subscription, older), name="ws-forward"
         )
@@ -160,7 +164,7 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
         for seq, body in [*stored, (before, None)]:
             if seq > expected:
                 self._send_direct({"type": "gap", "from_seq": expected, "to_seq": seq - 1})
-            if body is not None:
+            if body is not None and not (self._skip and json.loads(body)["type"] in self._skip):
                 await self._write(body)
             expected = seq + 1
 

@@ -73,11 +73,14 @@ class Api:
         assert resp.status == 200, resp.body
         return resp.json
 
-    async def ws(self, user: str, since: int | None = None, key: str | None = "") -> Socket:
+    async def ws(
+        self, user: str, since: int | None = None, key: str | None = "", query: str = ""
+    ) -> Socket:
         key = self.key if key == "" else key
         url = self.base.replace("http", "ws", 1) + f"/api/sessions/{user}/ws"
-        if since is not None:
-            url += f"?since={since}"
+        params = ([f"since={since}"] if since is not None else []) + ([query] if query else [])
+        if params:
+            url += "?" + "&".join(params)
         conn = await websocket_connect(
             HTTPRequest(url, headers=self.headers(key)), max_message_size=64 * 1024 * 1024
         )

@@ -40,6 +40,7 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "data_dir": data_dir,
         "api_keys": (("t1", KEY), ("t2", KEY2)),
         "pool_size": 1,
+        "preload": (),  # a second of CPU per spare; preloading: tests/kernels/test_pool.py
         "exec_timeout": 30,
         "interrupt_grace": 2,
         "sandbox": "off",

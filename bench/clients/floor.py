@@ -145,6 +145,14 @@ class FloorSystem:
             raise
         return session
 
+    async def open_plain_session(self, user: str) -> Session:
+        """A kernel driven by jupyter_client's own `execute_interactive` (S2's second row)."""
+        from bench.clients.plain import InteractiveSession
+
+        session = await self.open_session(user)
+        assert isinstance(session, FloorSession)
+        return InteractiveSession(session.kc, session.close)
+
     def memory(self) -> tuple[int | None, list[int]]:
         kernels = [rss_bytes(s.pid) for s in self.sessions if s.pid is not None]
         return None, [rss for rss in kernels if rss is not None]

@@ -135,6 +135,27 @@ class GatewaySystem:
         set_nodelay(conn)  # the client's end only; the gateway's end stays as it ships
         return GatewaySession(self, kernel_id, JupyterWsSession(conn))
 
+    @property
+    def server_pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    async def open_plain_session(self, user: str) -> Session:
+        """A kernel read by a plain `websockets` client (S2's second row)."""
+        from bench.clients.plain import PlainJupyterSession, open_plain
+
+        kernel_id = (await self.request("POST", "/api/kernels", {"name": KERNEL_NAME}))["id"]
+        url = f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels?token={self.token}"
+
+        async def delete() -> None:
+            await self.request("DELETE", f"/api/kernels/{kernel_id}")
+
+        try:
+            conn = await open_plain(url)
+        except BaseException:
+            await delete()
+            raise
+        return PlainJupyterSession(conn, delete)
+
     def memory(self) -> tuple[int | None, list[int]]:
         if self.proc is None:
             return None, []

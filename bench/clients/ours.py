@@ -276,6 +276,13 @@ class OursSystem:
         set_nodelay(conn)
         return OursWsSession(self, user, conn)
 
+    async def open_plain_session(self, user: str) -> Session:
+        """The same WebSocket read by a plain `websockets` client (S2's second row)."""
+        from bench.clients.plain import PlainOursSession, open_plain
+
+        url = f"ws://127.0.0.1:{self.port}/api/sessions/{user}/ws?token={self.secret}"
+        return PlainOursSession(await open_plain(url), lambda: self.delete_session(user))
+
     def memory(self) -> tuple[int | None, list[int]]:
         if self.proc is None:
             return None, []

@@ -66,3 +66,13 @@ def test_every_option_has_one_flag_one_variable_and_its_help(capsys, monkeypatch
     for option in OPTIONS.values():
         assert option.flag in out and option.env in out
         assert " ".join(option.help.split()) in out
+
+
+def test_preload_is_a_list_of_modules_and_empty_turns_it_off(tmp_path):
+    base = ["--data-dir", str(tmp_path)]
+    assert load_settings(base, {}).preload == ("numpy", "pandas", "matplotlib.pyplot")
+    assert load_settings([*base, "--preload", ""], {}).preload == ()
+    assert load_settings(base, {"KSS_PRELOAD": ""}).preload == ()
+    assert load_settings(base, {"KSS_PRELOAD": "scipy, sklearn"}).preload == ("scipy", "sklearn")
+    with pytest.raises(ValueError):
+        load_settings([*base, "--preload", "os; import shutil"], {})

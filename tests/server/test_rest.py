@@ -68,7 +68,14 @@ async def test_status_shows_a_tenant_only_its_own_sessions(server):
     await server.state.transcript.flush()
     mine = (await server.api.call("GET", "/api/status")).json
     theirs = (await server.api2.call("GET", "/api/status")).json
-    assert set(mine) == set(theirs) == {"sessions", "sandbox", "store"}  # no pool, disk, totals
+    # No pool, disk or totals in use: those are the operators'.
+    assert set(mine) == set(theirs) == {"sessions", "sandbox", "store", "replay_memory"}
+    sessions = server.state.registry.list("t2")
+    assert theirs["replay_memory"] == {
+        "bytes": sum(s.events.buffered_bytes for s in sessions),
+        "limit_bytes": server.settings.replay_total_bytes,
+    }
+    assert mine["replay_memory"]["bytes"] > 0
     assert mine["sessions"] >= 1 and mine["store"]["sessions"] >= 1 and mine["store"]["cells"] >= 1
     assert theirs["sessions"] == len(server.state.registry.list("t2"))
     cells = 0

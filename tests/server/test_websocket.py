@@ -51,6 +51,22 @@ async def test_event_kinds(server):
     ws.close()
 
 
+async def test_a_socket_may_go_without_status_events(server):
+    quiet = await server.api.ws("quiet", query="status=off")
+    chatty = await server.api.ws("quiet")
+    events = await quiet.run("1 + 1", "q1")
+    assert [e["type"] for e in events] == ["result", "done"]
+    seen = await chatty.until(lambda e: e["type"] == "done")
+    assert [e["type"] for e in seen] == ["status", "result", "status", "done"]
+    quiet.close()
+    replayed = await server.api.ws("quiet", since=0, query="status=false")
+    again = await replayed.until(lambda e: e["type"] == "done")
+    assert [e["type"] for e in again] == ["result", "done"]
+    replayed.close()
+    resp = await server.api.call("GET", "/api/sessions/quiet/ws?status=maybe")
+    assert resp.status == 400 and resp.json["error"]["code"] == "invalid_field"
+
+
 async def test_two_executions_queue_in_order_with_position(server):
     ws = await server.api.ws("queue")
     await ws.send({"type": "execute", "id": "q1", "code": "import time; time.sleep(0.5); 'one'"})
@@ -119,6 +135,28 @@ async def test_since_older_than_memory_replays_from_the_transcript(tmp_path):
         gap = await ws.recv()
         assert gap["type"] == "gap" and gap["from_seq"] == 1
         assert (await ws.recv())["seq"] == gap["to_seq"] + 1
+        ws.close()
+
+
+async def test_events_the_shared_replay_budget_dropped_replay_from_the_transcript(tmp_path):
+    from tests.conftest import make_settings, running_server
+
+    settings = make_settings(tmp_path, replay_total_bytes=3_000, pool_size=0)
+    async with running_server(settings) as srv:
+        for i in range(3):
+            await srv.api.execute("early", f"print('early {i}')")
+        early = srv.state.registry.get("t1", "early").events
+        last = early.last_seq
+        await srv.api.execute("busy", "for i in range(20): print('x' * 200, flush=True)")
+        budget = srv.state.registry.replay_budget
+        assert budget.used <= 3_000 and early.oldest_seq > 1  # the older session's went first
+        status = (await srv.api.call("GET", "/api/status")).json["replay_memory"]
+        assert status == {"bytes": budget.used, "limit_bytes": 3_000}
+        ws = await srv.api.ws("early", since=0)
+        replayed = [await ws.recv() for _ in range(last)]
+        assert [e["seq"] for e in replayed] == list(range(1, last + 1))
+        texts = [e["text"] for e in replayed if e["type"] == "stream"]
+        assert texts == ["early 0\n", "early 1\n", "early 2\n"]
         ws.close()
 
 

@@ -155,6 +155,7 @@ async def test_kernel_runs_as_own_uid_in_work_dir(probe: RunningKernel, host_dir
     assert out["ppid"] == 1 and out["host"] == "sandbox"
     assert "KSS_TEST_HOST_SECRET" not in out["env"]
     assert out["env"]["HOME"] == "/tmp/home"
+    assert out["env"]["OPENBLAS_NUM_THREADS"] == out["env"]["OMP_NUM_THREADS"] == "1"  # 1 core
     assert out["caps"] == ["CapEff:\t0000000000000000\n", "Seccomp:\t2\n"]
     made = host_dirs["work-a"] / "result.txt"
     assert made.read_text() == "made in the sandbox"

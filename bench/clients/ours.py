@@ -169,6 +169,7 @@ class OursSystem:
         self.transport = transport
         self.sandbox = sandbox
         self.secret = secrets.token_hex(16)
+        self.metrics_token = secrets.token_hex(16)  # /metrics is on, as in production
         self.port = 0
         self.proc: ManagedProcess | None = None
         self.extra_args = shlex.split(os.environ.get("BENCH_OURS_ARGS", ""))
@@ -206,6 +207,8 @@ class OursSystem:
             str(self.workdir / "data"),
             "--api-key",
             f"bench={self.secret}",
+            "--metrics-token",
+            self.metrics_token,
         ]
         if not self.sandbox:
             argv.append("--no-sandbox")
@@ -246,6 +249,17 @@ class OursSystem:
             )
         )
         return json.loads(resp.body) if resp.body else None
+
+    async def scrape(self, timeout_s: float) -> bytes:
+        """`GET /metrics` as Prometheus would: the text exposition."""
+        resp = await AsyncHTTPClient().fetch(
+            HTTPRequest(
+                f"{self.base}/metrics",
+                headers={"Authorization": f"Bearer {self.metrics_token}"},
+                request_timeout=timeout_s,
+            )
+        )
+        return bytes(resp.body)
 
     async def notebook(self, user: str, timeout_s: float) -> bytes:
         """`GET .../notebook`: the raw .ipynb body."""

@@ -60,6 +60,7 @@ class BenchConfig:
     s8_n: int
     s9_sessions: int
     s9_step_s: float
+    s13_n: int
     s14_interval_s: float
     exec_timeout_s: float
     scenario_budget_s: float
@@ -99,6 +100,7 @@ class BenchConfig:
             s8_n=_int(env, "BENCH_S8_N", 3 if quick else 8),
             s9_sessions=_int(env, "BENCH_S9_SESSIONS", 6 if quick else 32),
             s9_step_s=_float(env, "BENCH_S9_STEP", 3.0 if quick else 6.0),
+            s13_n=_int(env, "BENCH_S13_N", 3 if quick else 8),
             s14_interval_s=_float(env, "BENCH_S14_INTERVAL", 0.1),
             exec_timeout_s=_float(env, "BENCH_EXEC_TIMEOUT", 120.0),
             scenario_budget_s=_float(env, "BENCH_SCENARIO_BUDGET", 60.0 if quick else 180.0),

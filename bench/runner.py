@@ -21,6 +21,7 @@ import bench.export  # registers S6
 import bench.first_analysis  # registers S8
 import bench.hibernation  # registers S11
 import bench.metrics_cost  # registers S14
+import bench.package_installs  # registers S13
 import bench.replicas  # registers S12
 import bench.sandbox_cost  # registers S7
 from bench.clients.base import System
@@ -44,8 +45,8 @@ ONLY: dict[str, frozenset[str]] = {
     "ours-replicas": frozenset({"S12"}),
 }
 NOT: dict[str, frozenset[str]] = {
-    "gateway": frozenset({"S6", "S7", "S10", "S11", "S12", "S14"}),
-    "floor": frozenset({"S6", "S7", "S9", "S10", "S11", "S12", "S14"}),
+    "gateway": frozenset({"S6", "S7", "S10", "S11", "S12", "S13", "S14"}),
+    "floor": frozenset({"S6", "S7", "S9", "S10", "S11", "S12", "S13", "S14"}),
 }
 SETTLE_S = 3.0  # after a start: the warm pool fills, start-up CPU dies down
 

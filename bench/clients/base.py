@@ -21,6 +21,7 @@ class ExecResult:
     image_bytes: int = 0  # base64 characters of the last image/png
     text: str = ""
     error: str = ""
+    packages: dict[str, str] = field(default_factory=dict)  # ours: name -> installed/cached/...
 
     @property
     def ok(self) -> bool:

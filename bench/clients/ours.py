@@ -60,6 +60,8 @@ def apply_event(event: dict[str, Any], result: ExecResult) -> bool:
             result.image_bytes = len(data["image/png"])
         if kind == "result":
             result.text = text_plain(data)
+    elif kind == "package":
+        result.packages[str(event.get("name"))] = str(event.get("state"))
     elif kind == "error":
         result.error = f"{event.get('ename')}: {event.get('evalue')}"
     elif kind == "done":
@@ -160,6 +162,7 @@ class OursSystem:
         transport: str = "ws",
         sandbox: bool = False,
         mongo: bool = False,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.cfg = cfg
         self.name = name
@@ -172,7 +175,8 @@ class OursSystem:
         self.metrics_token = secrets.token_hex(16)  # /metrics is on, as in production
         self.port = 0
         self.proc: ManagedProcess | None = None
-        self.extra_args = shlex.split(os.environ.get("BENCH_OURS_ARGS", ""))
+        # `args`: flags of this system's own (S13's package index), then the operator's.
+        self.extra_args = [*args, *shlex.split(os.environ.get("BENCH_OURS_ARGS", ""))]
         self.mongo = mongo
         self.mongodb_uri = ""  # set at start when the store is MongoDB
         self.mongo_proc: ManagedProcess | None = None

@@ -297,14 +297,19 @@ class Scan:
     `visible_only` skips hidden files and directories (.ipynb_checkpoints, ...) and names
     `validate_name` would refuse. Past MAX_ENTRIES entries the scan stops and sets
     `truncated`, or with `strict` (quota checks, which must not under-count) raises
-    QuotaExceeded. Setuid/setgid bits of what it walks are stripped on the way.
+    QuotaExceeded. Setuid/setgid bits of what it walks are stripped on the way. A smaller
+    `limit` bounds the work of a walk that may be given up (`truncated`, nothing logged).
     """
 
-    def __init__(self, root: Path, *, visible_only: bool, strict: bool = False) -> None:
+    def __init__(
+        self, root: Path, *, visible_only: bool, strict: bool = False, limit: int = MAX_ENTRIES
+    ) -> None:
         self.root = root
         self.visible_only = visible_only
         self.strict = strict
+        self.limit = limit
         self.truncated = False
+        self.seen = 0  # files and directories walked
         self.stripped = 0  # files and directories whose setuid/setgid bits it cleared
 
     def __iter__(self) -> Iterator[tuple[str, os.stat_result]]:
@@ -317,15 +322,14 @@ class Scan:
     def _walk(self) -> Iterator[tuple[str, os.stat_result]]:
         if not self.root.is_dir():
             return
-        seen = 0
-        for rel, dirnames, filenames, dirfd in walk(self.root, max_entries=MAX_ENTRIES + 1):
+        for rel, dirnames, filenames, dirfd in walk(self.root, max_entries=self.limit + 1):
             self.stripped += _strip_dir_setgid(dirfd)
             if self.visible_only:
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            seen += len(dirnames)
+            self.seen += len(dirnames)
             for entry in filenames:
-                seen += 1
-                if seen > MAX_ENTRIES:
+                self.seen += 1
+                if self.seen > self.limit:
                     self._cut_short()
                     return
                 if self.visible_only and entry.startswith("."):
@@ -341,11 +345,14 @@ class Scan:
                 name = entry if rel == "." else f"{rel}/{entry}"
                 if not self.visible_only or is_valid_name(name):
                     yield name, st
-            if seen > MAX_ENTRIES:
+            if self.seen > self.limit:
                 self._cut_short()
                 return
 
     def _cut_short(self) -> None:
+        if self.limit < MAX_ENTRIES:
+            self.truncated = True  # the caller's bound, not the file area's
+            return
         if self.strict:
             raise QuotaExceeded(
                 f"the file area holds more than {MAX_ENTRIES} files and directories; "

@@ -130,3 +130,44 @@ async def test_purge_ends_uploads_in_flight_and_forgets_everything(area: FileAre
     assert await area.apurge() is False  # nothing left to purge
     await upload(area, "c.txt", b"c")  # a new upload after the purge works
     assert await names(area) == ["c.txt"]
+
+
+async def test_small_work_dirs_are_walked_without_waiting_for_the_file_worker(
+    area: FileArea,
+) -> None:
+    """Each execution walks its work dir before and after: a small one is walked on the
+    loop (not queued behind the user's own file work), a large one on the file worker; the
+    answers are the same either way, across the bound in both directions."""
+    import asyncio
+    import threading
+
+    from files.area import INLINE_ENTRIES
+
+    area.root.mkdir(parents=True)
+    release = threading.Event()
+    area.lane.submit(release.wait, 30)  # the user's one file worker is busy
+    try:
+        before = await asyncio.wait_for(area.asnapshot(), 5)
+        (area.root / "a.csv").write_bytes(b"a")
+        changes = await asyncio.wait_for(area.achanges_since(before), 5)
+        assert changes == [FileChange("a.csv", 1, "created")] == area.changes_since(before)
+        for i in range(INLINE_ENTRIES):
+            (area.root / f"f{i:03}.txt").write_bytes(b"f")
+        walk = asyncio.ensure_future(area.achanges_since(before))
+        await asyncio.sleep(0.2)
+        assert not walk.done()  # too large for the loop: it waits for the worker
+    finally:
+        release.set()
+    assert await walk == area.changes_since(before) and len(await walk) == INLINE_ENTRIES + 1
+    large = await area.asnapshot()
+    assert large == area.snapshot()
+    for i in range(INLINE_ENTRIES):
+        (area.root / f"f{i:03}.txt").unlink()
+    assert await area.asnapshot() == area.snapshot()  # found small again by the worker
+    release.clear()
+    area.lane.submit(release.wait, 30)
+    try:
+        small = await asyncio.wait_for(area.asnapshot(), 5)  # on the loop again
+    finally:
+        release.set()
+    assert small == area.snapshot() and set(small.stamps) == {"a.csv"}

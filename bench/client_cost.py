@@ -9,14 +9,12 @@ bench/client_load.py, run with the server's Python (`.venv`, where `make` instal
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import os
 from typing import Any
 
 from bench.clients.base import System
 from bench.config import REPO, BenchConfig
+from bench.procs import run_json
 from bench.scenarios import row, scenario
 from bench.stats import Metric
 
@@ -38,19 +36,7 @@ async def measure(base: str, key: str, cfg: BenchConfig) -> dict[str, Any]:
         "--warmup",
         str(cfg.s2_warmup),
     ]
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=str(REPO), env=dict(os.environ), stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(cfg.scenario_budget_s):
-            out, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    if proc.returncode != 0:
-        raise RuntimeError(f"client_load.py exited with {proc.returncode}")
-    result: dict[str, Any] = json.loads(out)
+    result: dict[str, Any] = await run_json(argv, str(REPO), cfg.scenario_budget_s)
     return result
 
 

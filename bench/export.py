@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -11,6 +10,7 @@ from typing import Any, Protocol
 
 from bench.clients.base import Session, Stopwatch, System, describe
 from bench.config import REPO, BenchConfig
+from bench.procs import run_json
 from bench.scenarios import MB, check, close_quietly, expired, row, scenario, user_name
 from bench.stats import Metric
 
@@ -160,19 +160,7 @@ async def store_rows(system: System, cfg: BenchConfig) -> list[Metric]:
         for metric in [*rows.values(), big]:
             metric.note += f"; {MONGO_SERVER}"
     env = {**os.environ, "PYTHONPATH": cfg.server_dir}
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=cfg.server_dir, env=env, stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(cfg.scenario_budget_s):
-            out, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    if proc.returncode != 0:
-        raise RuntimeError(f"store_load.py exited with {proc.returncode}")
-    result: dict[str, Any] = json.loads(out)
+    result: dict[str, Any] = await run_json(argv, cfg.server_dir, cfg.scenario_budget_s, env)
     for batch, metric in rows.items():
         metric.samples = list(result["small"][str(batch)])
     big.samples = list(result["big"]["mb_per_s"])

@@ -7,14 +7,13 @@ bench/hibernate_load.py, run with the server's Python on the server's own sessio
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import os
 from typing import Any
 
 from bench.clients.base import System
 from bench.config import REPO, BenchConfig
+from bench.procs import run_json
 from bench.scenarios import row, scenario
 from bench.stats import Metric
 
@@ -26,19 +25,7 @@ async def measure(cfg: BenchConfig) -> dict[str, Any]:
     argv = [cfg.server_python, str(REPO / "bench" / "hibernate_load.py"), "--mb", str(mb)]
     argv += ["--n", str(n), "--warm", str(max(5, cfg.s2_warmup))]
     env = {**os.environ, "PYTHONPATH": cfg.server_dir}
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=str(REPO), env=env, stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(cfg.scenario_budget_s):
-            out, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    if proc.returncode != 0:
-        raise RuntimeError(f"hibernate_load.py exited with {proc.returncode}")
-    result: dict[str, Any] = json.loads(out)
+    result: dict[str, Any] = await run_json(argv, str(REPO), cfg.scenario_budget_s, env)
     return result
 
 

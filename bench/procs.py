@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
@@ -18,6 +20,26 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 log = logging.getLogger(__name__)
 
 KERNEL_MARK = "ipykernel_launcher"
+
+
+async def run_json(
+    argv: Sequence[str], cwd: str, timeout_s: float, env: Mapping[str, str] | None = None
+) -> Any:
+    """Run a measuring script (with the server's Python) to its end within `timeout_s`, and
+    parse what it printed, one JSON document; killed when the time is up."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, env=dict(env or os.environ), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{Path(argv[1]).name} exited with {proc.returncode}")
+    return json.loads(out)
 
 
 def free_port() -> int:

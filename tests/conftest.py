@@ -97,6 +97,23 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
             await http.close_all_connections()
 
 
+def sandbox_only_module() -> str | None:
+    """For a module whose every test needs the sandbox: why it cannot run here (None when it
+    can). With KSS_TEST_ALLOW_NO_SANDBOX=1 the module is skipped instead; otherwise each test
+    calls `require_sandbox` and fails with the reason."""
+    from kernels.sandbox import check_sandbox_available
+
+    reason = check_sandbox_available()
+    if reason and os.environ.get("KSS_TEST_ALLOW_NO_SANDBOX") == "1":
+        pytest.skip(f"sandbox unavailable: {reason}", allow_module_level=True)
+    return reason
+
+
+def require_sandbox(reason: str | None) -> None:
+    if reason:
+        pytest.fail(f"sandbox unavailable on this machine: {reason} (make system-deps)")
+
+
 def sandbox_modes() -> list[str]:
     """Both modes where this machine can sandbox; only `off` where it cannot (said loudly)."""
     from kernels.sandbox import check_sandbox_available

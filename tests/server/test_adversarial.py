@@ -16,22 +16,24 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from kernels.sandbox import check_sandbox_available
-from tests.conftest import RunningServer, make_settings, running_server
+from tests.conftest import (
+    RunningServer,
+    make_settings,
+    require_sandbox,
+    running_server,
+    sandbox_only_module,
+)
 
 MB = 1 << 20
 MEMORY, PIDS, TMP, FILE_BYTES = 256 * MB, 64, 16 * MB, 5_000_000
 ATTACKER, BYSTANDER = "mallory", "bystander"
 
-UNAVAILABLE = check_sandbox_available()
-if UNAVAILABLE and os.environ.get("KSS_TEST_ALLOW_NO_SANDBOX") == "1":
-    pytest.skip(f"sandbox unavailable: {UNAVAILABLE}", allow_module_level=True)
+UNAVAILABLE = sandbox_only_module()
 
 
 @pytest_asyncio.fixture(scope="module")
 async def srv(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningServer]:
-    if UNAVAILABLE:
-        pytest.fail(f"sandbox unavailable on this machine: {UNAVAILABLE} (make system-deps)")
+    require_sandbox(UNAVAILABLE)
     settings = make_settings(
         tmp_path_factory.mktemp("adversarial"),
         sandbox="on",

@@ -137,6 +137,25 @@ def leftovers(srv: Server, user: str = "alice") -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
 
 
+async def refused_while_sending(stream: IOStream, srv: Server) -> None:
+    """Send 64 KiB chunks of a body until the server answers: it must have said 413
+    `file_too_large` before 10 MB went, and left nothing behind."""
+    chunk = b"x" * 65536
+    sent = 0
+    try:
+        while sent < 10 * MB:
+            await stream.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+    except Exception:
+        pass  # the server closed the connection after answering
+    response = await stream.read_until_close()
+    stream.close()
+    assert response.startswith(b"HTTP/1.1 413")
+    assert b'"file_too_large"' in response
+    assert sent < 10 * MB
+    assert leftovers(srv) == []
+
+
 async def test_put_list_download_delete(srv: Server) -> None:
     data = b"region,amount\nnorth,10\nsouth,20\n"
     resp = await srv.call("PUT", "/api/sessions/alice/files/sales.csv", data)
@@ -229,20 +248,7 @@ async def test_oversize_chunked_upload_stops_at_the_limit(srv: Server) -> None:
         f"Authorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     await stream.write(head.encode())
-    chunk = b"x" * 65536
-    sent = 0
-    try:
-        while sent < 10 * MB:
-            await stream.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            sent += len(chunk)
-    except Exception:
-        pass  # the server closed the connection after answering
-    response = await stream.read_until_close()
-    stream.close()
-    assert response.startswith(b"HTTP/1.1 413")
-    assert b'"file_too_large"' in response
-    assert sent < 10 * MB
-    assert leftovers(srv) == []
+    await refused_while_sending(stream, srv)
 
 
 async def test_quota_is_per_user_and_leaves_nothing(srv: Server) -> None:

@@ -29,10 +29,16 @@ from tornado.httpclient import HTTPClientError
 
 from files.paths import MAX_ENTRIES
 from files.work_dirs import WorkDirs
-from kernels.sandbox import check_sandbox_available
 from server.keys import server_secret
 from tests.client import Api
-from tests.conftest import KEY, RunningServer, make_settings, running_server
+from tests.conftest import (
+    KEY,
+    RunningServer,
+    make_settings,
+    require_sandbox,
+    running_server,
+    sandbox_only_module,
+)
 from tests.polling import until
 from tests.server.server_process import start_server_process
 
@@ -43,15 +49,12 @@ UIDS = {"kernel_uid_first": 2_400_000, "kernel_uid_last": 2_400_049}
 CRASH_UIDS = {"kernel_uid_first": 2_400_050, "kernel_uid_last": 2_400_099}
 PROMPTLY = 30  # generous: what others wait for must complete, not be fast
 
-UNAVAILABLE = check_sandbox_available()
-if UNAVAILABLE and os.environ.get("KSS_TEST_ALLOW_NO_SANDBOX") == "1":
-    pytest.skip(f"sandbox unavailable: {UNAVAILABLE}", allow_module_level=True)
+UNAVAILABLE = sandbox_only_module()
 
 
 @pytest_asyncio.fixture(scope="module")
 async def srv(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningServer]:
-    if UNAVAILABLE:
-        pytest.fail(f"sandbox unavailable on this machine: {UNAVAILABLE} (make system-deps)")
+    require_sandbox(UNAVAILABLE)
     settings = make_settings(
         tmp_path_factory.mktemp("files-walls"),
         sandbox="on",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,9 +19,16 @@ import psutil
 import pytest
 import pytest_asyncio
 
-from kernels.sandbox import check_sandbox_available
 from tests.client import Api
-from tests.conftest import KEY, KEY2, RunningServer, make_settings, running_server
+from tests.conftest import (
+    KEY,
+    KEY2,
+    RunningServer,
+    make_settings,
+    require_sandbox,
+    running_server,
+    sandbox_only_module,
+)
 from tests.polling import until
 
 MB = 1 << 20
@@ -30,15 +36,12 @@ USER, BYSTANDER = "walls", "bystander"
 ZETA_TENANT, ZETA_KEY, ZETA_USER = "tenant-zeta", "zeta-key-0123456789", "user-omega"
 REPO = Path(__file__).resolve().parents[2]
 
-UNAVAILABLE = check_sandbox_available()
-if UNAVAILABLE and os.environ.get("KSS_TEST_ALLOW_NO_SANDBOX") == "1":
-    pytest.skip(f"sandbox unavailable: {UNAVAILABLE}", allow_module_level=True)
+UNAVAILABLE = sandbox_only_module()
 
 
 @pytest_asyncio.fixture(scope="module")
 async def srv(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningServer]:
-    if UNAVAILABLE:
-        pytest.fail(f"sandbox unavailable on this machine: {UNAVAILABLE} (make system-deps)")
+    require_sandbox(UNAVAILABLE)
     settings = make_settings(
         tmp_path_factory.mktemp("walls"),
         sandbox="on",

@@ -35,6 +35,8 @@ from kernels.sandbox import (
     mounts,
     state_dir,
 )
+from tests.conftest import require_sandbox as sandbox_or_fail
+from tests.conftest import sandbox_only_module
 from tests.kernels.sandbox.kernel_client import RunningKernel, start_kernel
 from tests.polling import until
 
@@ -51,14 +53,11 @@ POLICY = SandboxPolicy(
     tmp_bytes=64 << 20,
 )
 POLICY_UIDS = range(POLICY.uid_first, POLICY.uid_last + 1)
-UNAVAILABLE = check_sandbox_available()
-if UNAVAILABLE and os.environ.get("KSS_TEST_ALLOW_NO_SANDBOX") == "1":
-    pytest.skip(f"sandbox unavailable: {UNAVAILABLE}", allow_module_level=True)
+UNAVAILABLE = sandbox_only_module()
 
 
 def require_sandbox() -> None:
-    if UNAVAILABLE:
-        pytest.fail(f"sandbox unavailable on this machine: {UNAVAILABLE} (run make system-deps)")
+    sandbox_or_fail(UNAVAILABLE)
     if os.geteuid() != 0:
         pytest.fail("run this suite as root: it tests per-kernel uids (user mode has its own test)")
 

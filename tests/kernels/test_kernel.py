@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kernels.kernel import Kernel, KernelExit, OutputBudget
+import pytest
+from jupyter_client.session import Session
+
+from kernels.kernel import Kernel, KernelExit, OutputBudget, decode
 from tests.kernels.driving import execute, start_local_kernel
 
 
@@ -56,3 +59,40 @@ async def test_a_message_over_the_size_limit_is_dropped_not_read(tmp_path: Path)
         await kernel.stop()
     assert kernel.exit == KernelExit(end.returncode, expected=False)
     assert not kernel.slot.runtime_dir.exists()
+
+
+def test_decode_checks_signatures_as_jupyter_client_does() -> None:
+    """The kernel is untrusted: a message whose signature is missing, wrong or already seen
+    is refused; a good one decodes as `Session.deserialize` would, dates left as text."""
+    kernel_side = Session(key=b"k" * 32)
+    ours = Session(key=b"k" * 32)
+    request = ours.msg("execute_request", {"code": "1"})
+    reply = kernel_side.msg("execute_reply", {"status": "ok"}, parent=request)
+
+    def parts(msg: dict, signer: Session = kernel_side) -> list[bytes]:
+        wire = signer.serialize(msg)
+        return wire[wire.index(b"<IDS|MSG>") + 1 :]
+
+    def run(frames: list[bytes]) -> dict:
+        return decode(ours, frames, ours.unpack(frames[1]), ours.unpack(frames[2]))
+
+    good = parts(reply)
+    msg = run(good)
+    expected = Session(key=b"k" * 32).deserialize(good)
+    assert msg["content"] == expected["content"] == {"status": "ok"}
+    assert msg["msg_type"] == "execute_reply" and msg["metadata"] == expected["metadata"]
+    assert msg["parent_header"]["msg_id"] == request["header"]["msg_id"]
+    assert isinstance(msg["header"]["date"], str)
+    with pytest.raises(ValueError):
+        run(good)  # the same signature again: a replay
+    tampered = parts(kernel_side.msg("execute_reply", {"status": "ok"}, parent=request))
+    tampered[4] = b'{"status": "error"}'
+    with pytest.raises(ValueError):
+        run(tampered)
+    unsigned = parts(kernel_side.msg("status", {"execution_state": "idle"}))
+    unsigned[0] = b""
+    with pytest.raises(ValueError):
+        run(unsigned)
+    with pytest.raises(ValueError):
+        other = Session(key=b"x" * 32)
+        run(parts(other.msg("status", {}), other))  # signed with another key

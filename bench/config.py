@@ -104,7 +104,7 @@ class BenchConfig:
             s14_interval_s=_float(env, "BENCH_S14_INTERVAL", 0.1),
             exec_timeout_s=_float(env, "BENCH_EXEC_TIMEOUT", 120.0),
             scenario_budget_s=_float(env, "BENCH_SCENARIO_BUDGET", 60.0 if quick else 180.0),
-            total_budget_s=_float(env, "BENCH_TOTAL_BUDGET", 1020.0),
+            total_budget_s=_float(env, "BENCH_TOTAL_BUDGET", 1500.0),
             startup_timeout_s=_float(env, "BENCH_STARTUP_TIMEOUT", 90.0),
             pool_size=int(pool) if pool else None,
             server_python=env.get("BENCH_SERVER_PYTHON", str(REPO / ".venv" / "bin" / "python")),

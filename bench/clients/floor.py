@@ -12,6 +12,7 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
+import zmq
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
@@ -42,12 +43,17 @@ class FloorSession:
         put 200 ms into the floor that no kernel needs; this is the prompt form of the check.
         """
         self.kc.start_channels()
+        # A send to a kernel that died at start (20 starting at once can race for a port)
+        # would block the event loop once the queue is full: fail it instead.
+        self.kc.shell_channel.socket.setsockopt(zmq.SNDTIMEO, 1000)
         end = time.monotonic() + timeout_s
         msg_id = self.kc.kernel_info()
         while time.monotonic() < end:
             try:
                 reply = await self.kc.get_shell_msg(timeout=1.0)
             except Empty:
+                if not await self.km.is_alive():
+                    raise RuntimeError("the kernel died while starting") from None
                 msg_id = self.kc.kernel_info()  # the kernel may not have bound yet
                 continue
             if reply["parent_header"].get("msg_id") == msg_id:
@@ -59,6 +65,8 @@ class FloorSession:
                 await self.kc.get_iopub_msg(timeout=0.05)
                 return
             except Empty:
+                if not await self.km.is_alive():
+                    raise RuntimeError("the kernel died while starting") from None
                 self.kc.kernel_info()
         raise TimeoutError(f"kernel not ready in {timeout_s:.0f} s")
 

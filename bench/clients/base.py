@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,6 +36,19 @@ class Stopwatch:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+
+async def timed(run: Callable[[ExecResult], Awaitable[None]], timeout_s: float) -> ExecResult:
+    """`run` filling in a new result, timed, as `timeout` if it takes over `timeout_s`."""
+    result = ExecResult()
+    watch = Stopwatch()
+    try:
+        async with asyncio.timeout(timeout_s):
+            await run(result)
+    except TimeoutError:
+        result.status = "timeout"
+    result.elapsed_s = watch.elapsed()
+    return result
 
 
 class Session(Protocol):

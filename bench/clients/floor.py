@@ -16,7 +16,7 @@ import zmq
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
-from bench.clients.base import ExecResult, Session, Stopwatch
+from bench.clients.base import ExecResult, Session, timed
 from bench.clients.jupyter_ws import apply_message
 from bench.config import BenchConfig
 from bench.kernelspec import KERNEL_NAME, write_kernelspec
@@ -72,15 +72,7 @@ class FloorSession:
 
     async def execute(self, code: str, timeout_s: float) -> ExecResult:
         async with self._lock:
-            result = ExecResult()
-            watch = Stopwatch()
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self._run(code, result, timeout_s)
-            except TimeoutError:
-                result.status = "timeout"
-            result.elapsed_s = watch.elapsed()
-            return result
+            return await timed(lambda result: self._run(code, result, timeout_s), timeout_s)
 
     async def _run(self, code: str, result: ExecResult, timeout_s: float) -> None:
         msg_id = self.kc.execute(code)

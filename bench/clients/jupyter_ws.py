@@ -10,7 +10,7 @@ from typing import Any
 
 from tornado.websocket import WebSocketClientConnection
 
-from bench.clients.base import ExecResult, Stopwatch, text_plain
+from bench.clients.base import ExecResult, text_plain, timed
 
 PROTOCOL_VERSION = "5.3"
 
@@ -74,15 +74,7 @@ class JupyterWsSession:
 
     async def execute(self, code: str, timeout_s: float) -> ExecResult:
         async with self._lock:
-            result = ExecResult()
-            watch = Stopwatch()
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self._run(code, result)
-            except TimeoutError:
-                result.status = "timeout"
-            result.elapsed_s = watch.elapsed()
-            return result
+            return await timed(lambda result: self._run(code, result), timeout_s)
 
     async def _run(self, code: str, result: ExecResult) -> None:
         request = execute_request(code, self.session_id)

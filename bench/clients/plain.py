@@ -15,7 +15,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.clients.base import ExecResult, Stopwatch
+from bench.clients.base import ExecResult, Stopwatch, timed
 from bench.clients.jupyter_ws import apply_message, execute_request
 from bench.clients.ours import apply_event
 
@@ -38,16 +38,8 @@ class PlainSession:
 
     async def execute(self, code: str, timeout_s: float) -> ExecResult:
         async with self._lock:
-            result = ExecResult()
-            watch = Stopwatch()
             self.frames = self.frame_bytes = 0
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self._run(code, result)
-            except TimeoutError:
-                result.status = "timeout"
-            result.elapsed_s = watch.elapsed()
-            return result
+            return await timed(lambda result: self._run(code, result), timeout_s)
 
     async def _run(self, code: str, result: ExecResult) -> None:
         raise NotImplementedError

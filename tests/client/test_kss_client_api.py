@@ -7,9 +7,14 @@ import asyncio
 
 import pytest
 from client_faults import CuttableProxy, SilentServer, dead_url
-from kss_client import Client, EventType, ExecutionStatus, KssError, explain
+from kss_client import Client, EventType, ExecutionStatus, KssError, Session, explain
 
 from tests.conftest import KEY, RunningServer
+from tests.polling import until
+
+
+async def is_busy(session: Session) -> bool:
+    return (await session.info()).state == "busy"
 
 
 async def test_run_returns_every_field_of_the_answer(client: Client) -> None:
@@ -121,8 +126,7 @@ async def test_interrupt_stops_a_running_execution(client: Client) -> None:
     await s.ensure()
     assert await s.interrupt() is False  # nothing runs
     run = asyncio.create_task(s.run("import time\nwhile True: time.sleep(0.05)"))
-    while (await s.info()).state != "busy":
-        await asyncio.sleep(0.02)
+    await until(lambda: is_busy(s))
     assert await s.interrupt() is True
     result = await run
     assert result.status is ExecutionStatus.ERROR

@@ -9,9 +9,18 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from conftest import UIDS, sandbox_mode
-from kss_client import Client, ExecutionStatus, KssError, explain
+from kss_client import Client, ExecutionStatus, KssError, Session, explain
 
 from tests.conftest import KEY, RunningServer, make_settings, running_server
+from tests.polling import until
+
+
+async def is_busy(session: Session) -> bool:
+    return (await session.info()).state == "busy"
+
+
+async def has_one_queued(session: Session) -> bool:
+    return (await session.info()).queued == 1
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -29,8 +38,7 @@ async def test_a_full_queue_is_429_queue_full(small: RunningServer) -> None:
         await s.ensure()
         running = asyncio.create_task(s.run("import time\nwhile True: time.sleep(0.05)"))
         queued = asyncio.create_task(s.run("'second'"))
-        while (await s.info()).queued != 1:
-            await asyncio.sleep(0.02)
+        await until(lambda: has_one_queued(s))
         with pytest.raises(KssError) as err:
             await s.run("'third'")
         assert (err.value.status, err.value.code) == (429, "queue_full")
@@ -52,8 +60,7 @@ async def test_no_room_for_a_session_is_503_capacity_exceeded(small: RunningServ
             await s.ensure()
         running = [asyncio.create_task(s.run("import time\ntime.sleep(60)")) for s in busy]
         for s in busy:
-            while (await s.info()).state != "busy":
-                await asyncio.sleep(0.02)
+            await until(lambda s=s: is_busy(s))
         with pytest.raises(KssError) as err:
             await c.session("three").run("1")
         assert (err.value.status, err.value.code) == (503, "capacity_exceeded")

@@ -154,8 +154,9 @@ async def test_small_work_dirs_are_walked_without_waiting_for_the_file_worker(
         for i in range(INLINE_ENTRIES):
             (area.root / f"f{i:03}.txt").write_bytes(b"f")
         walk = asyncio.ensure_future(area.achanges_since(before))
-        await asyncio.sleep(0.2)
-        assert not walk.done()  # too large for the loop: it waits for the worker
+        for _ in range(5):  # a walk on the loop would be done after its first step
+            await asyncio.sleep(0)
+        assert not walk.done()  # too large for the loop: it waits for the (busy) worker
     finally:
         release.set()
     assert await walk == area.changes_since(before) and len(await walk) == INLINE_ENTRIES + 1

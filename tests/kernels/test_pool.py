@@ -16,6 +16,7 @@ from kernels.launcher import KernelCommand, LocalLauncher
 from kernels.pool import KernelPool
 from kernels.preload import DATA_STACK, preload_code
 from tests.kernels.driving import execute, local_launcher
+from tests.polling import until
 
 
 @pytest.fixture
@@ -130,9 +131,8 @@ async def test_a_claim_does_not_wait_for_the_preload(tmp_path: Path):
     pool = KernelPool(local_launcher(), tmp_path / "run", warm_size=1, preload=("pandas",))
     await pool.start()
     try:
-        async with asyncio.timeout(60):
-            while not pool._warm:  # started; its preload (pandas: ~0.5 s) has just been sent
-                await asyncio.sleep(0.005)
+        # Started; its preload (pandas: ~0.5 s) has just been sent.
+        await until(lambda: pool._warm, timeout=60, interval=0.005)
         kernel = await pool.take(tmp_path)
         assert kernel in pool._preloading  # claimed while preloading
         # The user's first execution runs after the preload, in the kernel's order.

@@ -40,7 +40,10 @@ if not os.access(CHROMIUM, os.X_OK) and os.environ.get("KSS_TEST_ALLOW_NO_BROWSE
         f"{CHROMIUM} is missing; `make test` installs Debian's chromium. "
         "Set KSS_TEST_ALLOW_NO_BROWSER=1 to run the other suites without it."
     )
-pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="no chromium")
+pytestmark = pytest.mark.skipif(
+    not os.access(CHROMIUM, os.X_OK),
+    reason="no chromium, and KSS_TEST_ALLOW_NO_BROWSER=1 allows that",
+)
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from files.errors import (
     BadFileName,
@@ -98,6 +98,7 @@ DOWNLOAD_PAUSES = (0.01, 0.02, 0.04, 0.08, 0.1)  # between copies of a changing 
 SERVER_DIR = ".kss"
 HIBERNATION = "hibernate"
 HIBERNATION_DIR = f"{SERVER_DIR}/{HIBERNATION}"
+T = TypeVar("T")
 INLINE_ENTRIES = 64  # a work dir with fewer entries is walked on the event loop
 MANIFEST = "manifest.json"  # written last by the kernel: a snapshot without one is cut short
 
@@ -366,24 +367,22 @@ class FileArea:
     # after a walk that found the work dir large, the next goes to the worker directly.
 
     async def asnapshot(self) -> Snapshot:
+        return await self._walk(self.snapshot)
+
+    async def achanges_since(self, before: Snapshot) -> list[FileChange]:
+        return await self._walk(self.changes_since, before)
+
+    async def _walk(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args, scan)`: on the loop while the work dir is small, else on the worker."""
         if self._small:
             scan = Scan(self.root, visible_only=False, limit=INLINE_ENTRIES)
-            found = self.snapshot(scan)
+            found = fn(*args, scan)
             if not scan.truncated:
                 return found
         scan = Scan(self.root, visible_only=False)
-        found = await self.lane.run(self.snapshot, scan)
+        found = await self.lane.run(fn, *args, scan)
         self._small = scan.seen < INLINE_ENTRIES
         return found
-
-    async def achanges_since(self, before: Snapshot) -> list[FileChange]:
-        if self._small:
-            scan = Scan(self.root, visible_only=False, limit=INLINE_ENTRIES)
-            changes = self.changes_since(before, scan)
-            if not scan.truncated:
-                return changes
-            self._small = False
-        return await self.lane.run(self.changes_since, before)
 
     async def ausage(self) -> int:
         return await self.lane.run(self.usage)

@@ -35,6 +35,8 @@ from .protocol import ProtocolError
 log = logging.getLogger(__name__)
 
 OWNER_CACHE_SECONDS = 1.0
+# How many renewals of an unanswering owner's lease a request waits out before it is refused.
+EXPIRY_ROUNDS = 3
 OWNERS_CACHED = 10_000  # past this, expired entries are dropped
 
 
@@ -102,8 +104,15 @@ class Replicas:
         owner renews it if it lives), then who runs the user now; None: nobody, so this
         replica may take the user over."""
         self._owners.pop((tenant, user), None)
-        await asyncio.sleep(max(0.0, lease.expires - time.time()) + 0.05)
-        return await self.elsewhere(tenant, user)
+        for _ in range(EXPIRY_ROUNDS):
+            await asyncio.sleep(max(0.0, lease.expires - time.time()) + 0.05)
+            holder = await self.elsewhere(tenant, user)
+            if holder is None or holder.owner != lease.owner or holder.expires <= lease.expires:
+                return holder
+            # The owner renewed the lease after it was looked up (the lookup is cached for
+            # a second), perhaps just before it died: wait out the renewal too.
+            lease = holder
+        return lease
 
     async def is_orphan(self, tenant: str, user: str) -> bool:
         """No live replica runs the user (its running cells are a dead replica's)."""

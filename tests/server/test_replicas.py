@@ -10,14 +10,18 @@ import asyncio
 import json
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from server.replicas import Replicas
 from tests.client import Api
 from tests.mongo import database_name
 from tests.server.server_process import start_server_process
+from transcript.store.leases import Lease
 
 LEASE = 2.0
 LONG = "import time\nprint('long', flush=True)\ntime.sleep(60)"
@@ -179,3 +183,22 @@ async def test_when_a_replica_dies_the_other_serves_its_users_with_a_fresh_kerne
         assert any("restart" in m.lower() for m in markers)
     finally:
         stop(procs)
+
+
+async def test_after_expiry_waits_out_a_renewal_the_dead_owner_made_before_it_died() -> None:
+    """A replica looks a user's owner up at most once a second; the owner may renew its
+    lease after that lookup and then die. The request that found it unreachable must wait
+    out that renewal too, not give up at the expiry it first saw."""
+    now = time.time()
+    seen = Lease("a", "http://a", now + 0.05)
+    renewed = Lease("a", "http://a", now + 0.25)  # the renewal A made just before it died
+    answers = [renewed, None]  # then it expired, and nobody holds it
+
+    class Scripted:
+        async def holder(self, tenant: str, user: str) -> Lease | None:
+            return answers.pop(0)
+
+    forwarder = SimpleNamespace(signer=None)
+    replicas = Replicas(Scripted(), "b", "http://b", 2.0, None, forwarder)  # type: ignore[arg-type]
+    assert await replicas.after_expiry(seen, "t", "carol") is None  # B may take carol over
+    assert answers == [] and time.time() >= renewed.expires

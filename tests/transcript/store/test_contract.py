@@ -43,8 +43,9 @@ async def store(
     try:
         yield s
     finally:
-        if isinstance(s, MongoStore):
-            await s.db.client.drop_database(s.database)
+        # A MongoDB test's database has a name of its own and goes with the run's server:
+        # dropping it (10,000 records for the expiry test) stalled the Python wire server
+        # past the next tests' 3 s connect timeout on a loaded machine.
         await s.close()
 
 

@@ -19,7 +19,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 log = logging.getLogger(__name__)
 
-KERNEL_MARK = "ipykernel_launcher"
+KERNEL_MARK = "ipykernel"  # `-m ipykernel_launcher`, or ours: `-c "...ipykernel.kernelapp..."`
 
 
 async def run_json(
@@ -67,11 +67,12 @@ def kernel_procs(root: int) -> list[psutil.Process]:
 
 def kernel_pythons(root: int) -> list[psutil.Process]:
     """The kernels' own interpreters below `root`, without a sandbox's wrappers (whose
-    command lines name ipykernel_launcher too)."""
+    command lines name ipykernel too)."""
     found = []
     for proc in kernel_procs(root):
         try:
-            if proc.cmdline()[1:3] == ["-m", KERNEL_MARK]:
+            argv = proc.cmdline()
+            if argv[1:2] in (["-m"], ["-c"]) and KERNEL_MARK in argv[2]:
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

@@ -19,6 +19,7 @@ import psutil
 
 from kernels.kernel import Kernel
 from kernels.launcher import (
+    LAUNCH,
     STARTUP_DIR,
     KernelCommand,
     KernelSlot,
@@ -43,13 +44,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_argv_runs_ipykernel_with_our_startup_files_and_no_history() -> None:
     files = ["/opt/kernel/startup/00_kss.py", "/weird dir/it's.py"]
     argv = KernelCommand("/opt/env/bin/python").argv("/run/kernel/conn.json", files)
-    assert argv[:5] == [
-        "/opt/env/bin/python",
-        "-m",
-        "ipykernel_launcher",
-        "-f",
-        "/run/kernel/conn.json",
-    ]
+    assert argv[:5] == ["/opt/env/bin/python", "-c", LAUNCH, "-f", "/run/kernel/conn.json"]
     assert "--HistoryManager.enabled=False" in argv and "--IPKernelApp.quiet=True" in argv
     [exec_files] = [a for a in argv if a.startswith("--IPKernelApp.exec_files=")]
     assert ast.literal_eval(exec_files.partition("=")[2]) == files  # a list traitlets can read

@@ -192,6 +192,28 @@ async def test_namespace_gains_only_load_file_and_files(
     assert await kernel.json(heavy) == [False]  # PIL is imported on first use only
 
 
+async def test_the_kernel_starts_without_the_debugger_and_user_code_can_still_import_it(
+    kernel: Kernel, work_dir: Path
+) -> None:
+    """The launcher keeps debugpy out of ipykernel's start (kernels/launcher.py: LAUNCH), and
+    out of the user's way: it imports, and so does a module in the work dir."""
+    kernel.kc.kernel_info()
+    info = await kernel.kc.get_shell_msg(timeout=30)
+    assert info["msg_type"] == "kernel_info_reply"
+    assert "debugger" not in info["content"]["supported_features"]
+    before = "import sys, json; print(json.dumps('debugpy' in sys.modules))"
+    assert await kernel.json(before) is False
+    (work_dir / "kss_local_mod.py").write_text("VALUE = 42\n")
+    try:
+        code = (
+            "import json, debugpy, kss_local_mod; "
+            "print(json.dumps([debugpy.__name__, kss_local_mod.VALUE]))"
+        )
+        assert await kernel.json(code) == ["debugpy", 42]
+    finally:
+        (work_dir / "kss_local_mod.py").unlink()
+
+
 async def test_load_file_detects_each_type(kernel: Kernel) -> None:
     code = r"""
 import json as _json

@@ -98,7 +98,13 @@ class _Listener:
 
 def set_nice(pids: set[int], nice: int) -> None:
     """Set the nice value of every thread of `pids` (Linux keeps one per thread, and a new
-    thread starts with its creator's)."""
+    thread starts with its creator's), and of the autogroup of each that leads its session.
+
+    Where the kernel groups processes by session (`sched_autogroup_enabled`, Debian's
+    default), CPU is shared fairly between sessions first and by nice only inside one: a
+    kernel is a session of its own, so its nice alone would change nothing against other
+    kernels or the server. The autogroup's nice is what counts there.
+    """
     for pid in pids:
         try:
             tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
@@ -107,6 +113,10 @@ def set_nice(pids: set[int], nice: int) -> None:
         for tid in tids:
             with contextlib.suppress(OSError):  # gone, or not ours to change
                 os.setpriority(os.PRIO_PROCESS, tid, nice)
+        with contextlib.suppress(OSError):  # gone, no autogroups, or not ours to change
+            if os.getsid(pid) == pid:  # never the server's own session
+                with open(f"/proc/{pid}/autogroup", "w") as f:
+                    f.write(str(nice))
 
 
 def _loads(raw: bytes) -> Any:
@@ -207,6 +217,7 @@ class Kernel:
             kernel.process = await launcher.start(slot)
             if nice:  # before the wrappers fork: whatever they start inherits it
                 set_nice({kernel.process.pid}, nice)
+                launcher.prioritize(slot, nice)
             loop = asyncio.get_running_loop()
             kernel._tasks.append(loop.create_task(kernel._watch_process(), name="kernel-exit"))
             async with asyncio.timeout(timeout):
@@ -399,6 +410,7 @@ class Kernel:
         """Set the CPU priority of every process of the kernel (lowering `nice` takes root)."""
         if self.alive:
             set_nice(self.launcher.processes(self.slot), nice)
+            self.launcher.prioritize(self.slot, nice)
 
     def log_tail(self, limit: int = 2000) -> str:
         try:

@@ -117,6 +117,11 @@ class Launcher(Protocol):
         """How many times the kernel's process limit refused a fork (0 where unknown)."""
         ...
 
+    def prioritize(self, slot: KernelSlot, nice: int) -> None:
+        """Whatever else than its processes' nice gives the kernel the CPU share of `nice`
+        (a sandbox's cpu cgroup); nothing where nothing else does."""
+        ...
+
 
 def default_kernel_python() -> str:
     """The kernel interpreter: the repo's `.kernel-venv` when built, else this Python."""
@@ -260,6 +265,9 @@ class LocalLauncher:
 
     def process_limit_hits(self, slot: KernelSlot) -> int:
         return 0
+
+    def prioritize(self, slot: KernelSlot, nice: int) -> None:
+        return None  # its processes' nice (and their session's autogroup) is all there is
 
 
 def ensure_private_dir(path: Path) -> Path:

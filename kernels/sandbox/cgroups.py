@@ -20,6 +20,14 @@ log = logging.getLogger(__name__)
 CONTROLLERS = ("memory", "pids")  # required in root mode
 OPTIONAL = ("cpu",)  # used where available: a CPU quota, and fair shares between kernels
 CPU_PERIOD_US = 100_000
+# The scheduler's weight of each nice value, -20 to 19 (kernel/sched/core.c:
+# sched_prio_to_weight); cgroup v1's cpu.shares is on this scale, v2's cpu.weight on 100 for 1024.
+NICE_WEIGHTS = (
+    88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705, 14949, 11916,
+    9548, 7620, 6100, 4904, 3906, 3121, 2501, 1991, 1586, 1277,
+    1024, 820, 655, 526, 423, 335, 272, 215, 172, 137,
+    110, 87, 70, 56, 45, 36, 29, 23, 18, 15,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,19 @@ class KernelCgroup:
             with contextlib.suppress(OSError):
                 found.update(int(p) for p in (path / "cgroup.procs").read_text().split())
         return found
+
+    def set_cpu_weight(self, nice: int) -> None:
+        """Give the group the CPU share against its siblings that a process of `nice` has
+        against others (groups are scheduled as one: their processes' nice counts only
+        inside them). Nothing without a cpu controller."""
+        if "cpu" not in self.paths:
+            return
+        path, version = self.paths["cpu"]
+        weight = NICE_WEIGHTS[max(-20, min(19, nice)) + 20]
+        if version == 2:
+            _write(path / "cpu.weight", str(max(1, min(10000, round(weight * 100 / 1024)))))
+        else:
+            _write(path / "cpu.shares", str(max(2, weight)))
 
     def oom_kills(self) -> int:
         """How many processes the memory limit has killed (0 if unknown)."""

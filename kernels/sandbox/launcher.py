@@ -231,6 +231,12 @@ class SandboxLauncher:
         kernel = self._kernels.get(slot.kernel_id)
         return kernel.cgroup.pids_limit_hits() if kernel and kernel.cgroup else 0
 
+    def prioritize(self, slot: KernelSlot, nice: int) -> None:
+        kernel = self._kernels.get(slot.kernel_id)
+        if kernel is not None and kernel.cgroup is not None:
+            with contextlib.suppress(OSError):  # gone
+                kernel.cgroup.set_cpu_weight(nice)
+
     def cpu_throttled(self, slot: KernelSlot) -> int:
         """CPU periods in which the quota held this kernel back (0 without a cpu cgroup)."""
         kernel = self._kernels.get(slot.kernel_id)

@@ -479,6 +479,23 @@ async def test_cpu_quota_holds_a_busy_loop_back(probe: RunningKernel, launcher) 
     assert launcher.cpu_throttled(probe.slot) > before
 
 
+async def test_a_kernels_cpu_share_follows_its_priority(probe: RunningKernel, launcher) -> None:
+    """A sandboxed kernel is a cpu cgroup of its own, scheduled as one against the others:
+    its priority must be the group's weight, not only its processes' nice."""
+    cgroup = launcher._kernels[probe.slot.kernel_id].cgroup
+    assert cgroup is not None and "cpu" in cgroup.paths
+    path, version = cgroup.paths["cpu"]
+    share = path / ("cpu.weight" if version == 2 else "cpu.shares")
+    try:
+        launcher.prioritize(probe.slot, 19)  # a spare
+        assert int(share.read_text()) == (1 if version == 2 else 15)
+        launcher.prioritize(probe.slot, -5)
+        assert int(share.read_text()) == (305 if version == 2 else 3121)
+    finally:
+        launcher.prioritize(probe.slot, 0)  # a session
+    assert int(share.read_text()) == (100 if version == 2 else 1024)
+
+
 async def test_kill_all_reaches_only_own_sandbox(
     victim: RunningKernel, probe: RunningKernel
 ) -> None:

@@ -32,7 +32,7 @@ from kernels.states import CellStatus
 from kernels.stats import Histogram
 from kernels.storable import clean, clean_text
 
-from .store.base import CellRecord, SessionRecord, Store, StoreUnavailable
+from .store.base import Batch, CellRecord, SessionRecord, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -291,28 +291,20 @@ class Transcript:
                 log.error("transcript: dropped a %s of %s that cannot be stored", kind, _who(item))
 
     async def _write_batch(self, batch: list[Op]) -> None:
-        events: dict[tuple[str, str], list[tuple[int, str]]] = {}
-        cells: list[CellRecord] = []
-        outputs: list[tuple[str, str, str, list[dict[str, Any]]]] = []
+        grouped = Batch()
         sessions: dict[tuple[str, str], SessionRecord] = {}  # the latest of each wins
         for kind, item in batch:
             if kind == "event":
                 tenant, user, seq, encoded = item
-                events.setdefault((tenant, user), []).append((seq, encoded))
+                grouped.events.setdefault((tenant, user), []).append((seq, encoded))
             elif kind == "session":
                 sessions[(item.tenant, item.user)] = item
             elif kind == "outputs":
-                outputs.append(item)
+                grouped.outputs.append(item)
             else:
-                cells.append(item)
-        for record in sessions.values():
-            await self.store.put_session(record)
-        for (tenant, user), rows in events.items():
-            await self.store.append_events(tenant, user, rows)
-        if cells:
-            await self.store.put_cells(cells)
-        for tenant, user, cell_id, added in outputs:  # after their cells, which they extend
-            await self.store.append_outputs(tenant, user, cell_id, added)
+                grouped.cells.append(item)
+        grouped.sessions = list(sessions.values())
+        await self.store.write_batch(grouped)
 
 
 def _who(item: Any) -> str:

@@ -52,6 +52,30 @@ class SessionRecord:
         return data
 
 
+@dataclass
+class Batch:
+    """What the transcript's write-behind writes at once: the latest record of each
+    session, events by (tenant, user), cells, and outputs added to finished cells
+    (tenant, user, cell id, outputs)."""
+
+    sessions: list[SessionRecord] = field(default_factory=list)
+    events: dict[tuple[str, str], list[tuple[int, str]]] = field(default_factory=dict)
+    cells: list[CellRecord] = field(default_factory=list)
+    outputs: list[tuple[str, str, str, list[dict[str, Any]]]] = field(default_factory=list)
+
+
+async def write_each(store: Store, batch: Batch) -> None:
+    """`store.write_batch` for a store without transactions: one call per kind and key."""
+    for record in batch.sessions:
+        await store.put_session(record)
+    for (tenant, user), rows in batch.events.items():
+        await store.append_events(tenant, user, rows)
+    if batch.cells:
+        await store.put_cells(batch.cells)
+    for tenant, user, cell_id, added in batch.outputs:  # after their cells, which they extend
+        await store.append_outputs(tenant, user, cell_id, added)
+
+
 class Store(FileRecordStore, Protocol):
     """Durable session metadata, and the file areas' records (`FileRecordStore`: origin
     and cached hash per (tenant, user, name), and which names expiry removed)."""
@@ -75,6 +99,12 @@ class Store(FileRecordStore, Protocol):
         ...
 
     # -- transcript ------------------------------------------------------------------------
+
+    async def write_batch(self, batch: Batch) -> None:
+        """All of `batch`, as `write_each` writes it; in one transaction where the store
+        has them (all or nothing: the transcript writes a refused batch again item by
+        item)."""
+        ...
 
     async def put_cells(self, cells: list[CellRecord]) -> None:
         """Insert or update cells by (tenant, user, id); a new cell goes last."""

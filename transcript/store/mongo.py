@@ -44,7 +44,7 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 
 from files.listing import FileRecord
 
-from .base import CellRecord, SessionRecord, StoreUnavailable
+from .base import Batch, CellRecord, SessionRecord, StoreUnavailable, write_each
 from .leases import Leases
 
 MAX_EXPIRED = 10_000  # names remembered as expired per user, newest kept (as in SQLite)
@@ -226,6 +226,9 @@ class MongoStore:
             return_document=ReturnDocument.AFTER,
         )
         return int(counter["n"]) - count + 1
+
+    async def write_batch(self, batch: Batch) -> None:
+        await write_each(self, batch)
 
     async def put_cells(self, cells: list[CellRecord]) -> None:
         if not cells:

@@ -18,7 +18,7 @@ import pytest
 
 from files.listing import FileRecord
 from tests.mongo import database_name
-from transcript.store.base import CellRecord, SessionRecord, Store
+from transcript.store.base import Batch, CellRecord, SessionRecord, Store
 from transcript.store.mongo import MongoStore
 from transcript.store.sqlite import MAX_EXPIRED, SqliteStore
 
@@ -167,6 +167,28 @@ async def test_late_outputs_are_appended_to_a_stored_cell(store: Store) -> None:
     await store.append_outputs("t", "other", "c1", late)
     assert await store.list_cells("t", "other") == []
     assert [c.outputs for c in await store.list_cells("t", "u")] == [[STREAM, *late, *late]]
+
+
+async def test_a_batch_writes_sessions_events_cells_and_outputs_after_their_cells(
+    store: Store,
+) -> None:
+    late = [{"output_type": "stream", "name": "stderr", "text": "late\n"}]
+    batch = Batch(
+        sessions=[session("t", "u", execution_count=2, state="idle"), session("t", "v")],
+        events={("t", "u"): [(1, '{"seq": 1}'), (2, '{"seq": 2}')], ("t", "v"): [(1, "{}")]},
+        cells=[cell("c1", outputs=[STREAM]), cell("c2", user="v")],
+        outputs=[("t", "u", "c1", late)],  # extends c1, written in the same batch
+    )
+    await store.write_batch(batch)
+    await store.write_batch(Batch(outputs=[("t", "u", "c1", late)]))
+    assert await store.get_session("t", "u") == batch.sessions[0]
+    assert await store.get_session("t", "v") == batch.sessions[1]
+    assert await store.events_between("t", "u", 0, 10) == [(1, '{"seq": 1}'), (2, '{"seq": 2}')]
+    assert await store.last_seq("t", "v") == 1
+    [c1] = await store.list_cells("t", "u")
+    assert c1.outputs == [STREAM, *late, *late]
+    assert [c.id for c in await store.list_cells("t", "v")] == ["c2"]
+    await store.write_batch(Batch())  # nothing to write is fine
 
 
 # -- transcript events ---------------------------------------------------------------------

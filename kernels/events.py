@@ -77,6 +77,18 @@ class Subscription:
             self._bytes -= len(item)
         return item
 
+    def ready(self) -> list[str]:
+        """The events already waiting, without waiting: what a watcher can send at once."""
+        items = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:  # the end stays for `get`
+                self._queue.put_nowait(None)
+                break
+            self._bytes -= len(item)
+            items.append(item)
+        return items
+
 
 class ReplayBudget:
     """Bytes of events every session's replay buffer may hold together; over the limit, the

@@ -17,6 +17,20 @@ async def test_seq_increases_and_replay_returns_what_was_missed():
     assert json.loads(await sub.get())["text"] == "live"
 
 
+async def test_what_is_ready_is_taken_at_once_and_the_end_stays_last():
+    log = EventLog(max_events=100, max_bytes=10_000, subscriber_bytes=300)
+    sub = log.subscribe()
+    for i in range(3):
+        log.publish({"type": "stream", "text": str(i)})
+    first = json.loads(await sub.get())
+    assert [first["seq"], *(json.loads(e)["seq"] for e in sub.ready())] == [1, 2, 3]
+    assert sub.ready() == []
+    log.publish({"type": "stream", "text": "x" * 200})  # fits: what was taken is not owed
+    sub.close(EndReason.SESSION_CLOSED)
+    assert [json.loads(e)["text"] for e in sub.ready()] == ["x" * 200]
+    assert await sub.get() is None  # the end is still there after a ready()
+
+
 async def test_buffer_is_bounded_and_reports_oldest():
     log = EventLog(max_events=3, max_bytes=10_000, subscriber_bytes=10_000)
     for i in range(10):

@@ -6,7 +6,10 @@ from urllib.parse import quote
 import pytest
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketClosedError
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
+from server.websocket import text_frame
 from tests.conftest import KEY
 from tests.polling import until
 
@@ -310,3 +313,23 @@ async def test_a_broken_client_does_not_affect_other_sessions(server):
     r = await server.api.execute("breaker", "'breaker still works'")
     assert r["status"] == "ok"
     good.close()
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536, 70_001])
+def test_events_written_together_are_frames_a_client_library_reads(size: int) -> None:
+    """Events published together (an execution's idle status and `done`) go out in one
+    write of frames the server builds itself (server/websocket.py: text_frame); each
+    length encoding (7-bit, 16-bit, 64-bit) read back by the `websockets` library."""
+    text = "é" * (size // 2) + "x" * (size % 2)
+    data = text.encode()
+    reader = StreamReader()
+    reader.feed_data(text_frame(data) + text_frame(b"{}"))
+    reader.feed_eof()
+    frames = []
+    for _ in range(2):
+        parse = Frame.parse(reader.read_exact, mask=False)
+        with pytest.raises(StopIteration) as parsed:
+            next(parse)
+        frames.append(parsed.value.value)
+    assert [(f.opcode, f.fin) for f in frames] == [(Opcode.TEXT, True)] * 2
+    assert frames[0].data.decode() == text and frames[1].data == b"{}"

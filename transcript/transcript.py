@@ -2,8 +2,17 @@
 
 Sessions hand events and cells to `Transcript` synchronously; one owned task writes them to
 the store in batches, in order. Readers (`replay`, notebook export) flush first, so they
-see everything published before they asked. At start, cells a crashed server left running
-are rebuilt from their stored events and marked `interrupted`.
+see everything published before they asked.
+
+A write that finds nothing else waiting waits `linger` (2 ms) for the rest of its
+execution's items, unless a reader flushes. An execution's last items (its cell, its
+`done`) are handed over just as its client reads `done` and sends its next code; written at
+once, the store's thread took CPU from that client and from the server's loop on a 2-core
+machine (0.1-0.2 ms of every round trip); written 2 ms later, they are written while the
+next execution's kernel works, and in one transaction with its first items.
+
+At start, cells a crashed server left running are rebuilt from their stored events and
+marked `interrupted`.
 
 Two kinds of failure, told apart. A store that cannot be reached (`StoreUnavailable`: a
 network store that is down) fails every item alike and will take them later: the batch is
@@ -37,6 +46,7 @@ from .store.base import Batch, CellRecord, SessionRecord, Store, StoreUnavailabl
 log = logging.getLogger(__name__)
 
 BATCH = 2000
+LINGER = 0.002  # seconds a lone item waits for company (see the module's docstring)
 WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 BUFFER = 200_000  # items waiting for the store, at most
 RETRY_FIRST, RETRY_MAX = 0.05, 2.0  # seconds between tries of an unreachable store
@@ -45,9 +55,11 @@ Op = tuple[str, Any]
 
 
 class Transcript:
-    def __init__(self, store: Store, buffer: int = BUFFER) -> None:
+    def __init__(self, store: Store, buffer: int = BUFFER, linger: float = LINGER) -> None:
         self.store = store
         self.buffer = buffer
+        self.linger = linger
+        self._hurry = asyncio.Event()  # a reader waits: no lingering until the queue is empty
         self._queue: asyncio.Queue[Op] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.write_seconds = Histogram(WRITE_BUCKETS)  # one per batch written
@@ -66,6 +78,7 @@ class Transcript:
         self._task = asyncio.get_running_loop().create_task(self._write(), name="transcript")
 
     async def stop(self) -> None:
+        self._hurry.set()
         try:
             async with asyncio.timeout(STOP_GRACE if self.degraded else None):
                 await self._queue.join()
@@ -83,6 +96,7 @@ class Transcript:
     async def flush(self) -> None:
         """Until everything handed over so far is in the store; `StoreUnavailable` at once
         while the store cannot be reached (a reader then fails instead of hanging)."""
+        self._hurry.set()
         join = asyncio.ensure_future(self._queue.join())
         try:
             while not join.done():
@@ -231,6 +245,11 @@ class Transcript:
     async def _write(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            self._writing = 1  # handed over, not yet stored: part of the backlog
+            if self.linger and self._queue.empty() and not self._hurry.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.linger):
+                        await self._hurry.wait()
             while not self._queue.empty() and len(batch) < BATCH:
                 batch.append(self._queue.get_nowait())
             t0, self._writing = time.perf_counter(), len(batch)
@@ -242,6 +261,8 @@ class Transcript:
                 self._writing = 0
                 for _ in batch:
                     self._queue.task_done()
+                if self._queue.empty():
+                    self._hurry.clear()
 
     async def _write_until_stored(self, batch: list[Op]) -> bool:
         """Write `batch`, retrying with backoff while the store cannot be reached; False when

@@ -8,6 +8,7 @@ What sessions hand over during executions is tested through the server
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.polling import until
 from transcript.store.base import CellRecord, SessionRecord
 from transcript.store.sqlite import SqliteStore
 from transcript.transcript import Transcript
@@ -139,3 +141,32 @@ async def test_cells_a_crash_left_running_are_rebuilt_from_their_events(
         {"output_type": "display_data", "data": {"text/plain": "<Figure>"}, "metadata": {}},
     ]
     assert await transcript.recover() == 0
+
+
+async def test_a_lone_item_lingers_for_company_but_never_keeps_a_reader_waiting(
+    store: SqliteStore,
+) -> None:
+    """A write that finds nothing else waiting waits `linger` for the rest of its
+    execution; a reader's flush cuts that short."""
+    transcript = Transcript(store, linger=3600)  # nothing would be written for an hour
+    transcript.start()
+    try:
+        transcript.save_session(SessionRecord("t", "u", 1.0, 2.0, 1, "idle"))
+        async with asyncio.timeout(10):
+            assert (await transcript.session("t", "u")) is not None  # flushes
+        transcript.save_session(SessionRecord("t", "v", 1.0, 2.0, 1, "idle"))
+        transcript.save_session(SessionRecord("t", "w", 1.0, 2.0, 1, "idle"))
+        async with asyncio.timeout(10):
+            assert {r.user for r in await transcript.sessions("t")} == {"u", "v", "w"}
+    finally:
+        async with asyncio.timeout(10):
+            await transcript.stop()  # hurries too
+    lingering = Transcript(store, linger=1.0)
+    lingering.start()
+    try:
+        lingering.save_session(SessionRecord("t", "x", 1.0, 2.0, 1, "idle"))
+        assert await store.get_session("t", "x") is None  # still lingering
+        await until(lambda: lingering.backlog == 0, timeout=10)
+        assert await store.get_session("t", "x") is not None  # written without any reader
+    finally:
+        await lingering.stop()

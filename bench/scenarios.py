@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.clients.base import ExecResult, Session, Stopwatch, System, describe
+from bench.clients.floor import FloorSystem
 from bench.config import BenchConfig
 from bench.stats import Metric
 
@@ -110,16 +114,25 @@ async def round_trip(
     system: System, cfg: BenchConfig, deadline: float, plain: bool = True
 ) -> list[Metric]:
     """`x = 1` once, then `x + 1` from send to done/idle, after a warm-up; where the system
-    has one, a plain client (bench/clients/plain.py) on a second session, sample by sample
-    alternated with the first, so both see the same machine."""
+    has one, a plain client (bench/clients/plain.py) on a second session, and a floor kernel
+    of its own (`paired`), sample by sample alternated with the first, so all see the same
+    machine: the floor's own row is measured minutes earlier or later, and this machine's
+    speed drifts by more than the differences measured."""
     metric = row("S2", "round trip", system, "ms", note=f"warm-up {cfg.s2_warmup}")
     plain_metric = row("S2", "round trip, plain client", system, "ms")
+    paired_metric = row("S2", "round trip, paired floor", system, "ms")
+    paired_metric.label = f"ZMQ floor, paired with {system.label}"
     sessions: list[tuple[Session, Metric]] = []
+    floor: FloorSystem | None = None
     try:
         sessions.append((await system.open_session(user_name("s2")), metric))
         open_plain = getattr(system, "open_plain_session", None) if plain else None
         if open_plain is not None:
             sessions.append((await open_plain(user_name("s2p")), plain_metric))
+        if open_plain is not None and system.name != "floor":
+            floor = FloorSystem(cfg, Path(tempfile.mkdtemp(prefix="kss-bench-s2-")))
+            await floor.start()
+            sessions.append((await floor.open_session(user_name("s2f")), paired_metric))
         for session, _ in sessions:
             problem = check(await session.execute("x = 1", cfg.exec_timeout_s))
             if problem:
@@ -142,10 +155,20 @@ async def round_trip(
             what = "websockets + json.loads" if size else "jupyter_client execute_interactive"
             plain_metric.note = f"{what}; {frames} frames" + (f", {size} B" if size else "")
             plain_metric.note += " read per `x + 1`"
+        if floor is not None and paired_metric.median:
+            for m in (metric, plain_metric):
+                if m.median:
+                    m.note += f"; {m.median / paired_metric.median:.2f}x the paired floor"
+            paired_metric.note = "a floor kernel of this run, alternated sample by sample"
     finally:
         for session, _ in sessions:
             await close_quietly(session)
-    return [metric, plain_metric] if len(sessions) > 1 else [metric]
+        if floor is not None:
+            await floor.stop()
+            shutil.rmtree(floor.workdir.parent, ignore_errors=True)
+    if len(sessions) == 1:
+        return [metric]
+    return [metric, plain_metric] + ([paired_metric] if floor is not None else [])
 
 
 def stream_code(lines: int, line_bytes: int) -> str:

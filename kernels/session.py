@@ -102,6 +102,7 @@ class KernelSession:
         self._running: Execution | None = None
         self._run_state: Run | None = None
         self._run_scope: asyncio.Timeout | None = None
+        self._strays_of: Kernel | None = None  # whose leftovers to stop once `done` is out
         loop = asyncio.get_running_loop()
         self._worker = loop.create_task(self._work(), name=f"session-{tenant}/{user}")
         self._disk = (
@@ -492,6 +493,7 @@ class KernelSession:
             finally:
                 if not execution.done.done():
                     execution.done.set_result(cell)
+            await self._stop_strays()
 
     def _failed(self, execution: Execution, exc: Exception) -> Cell:
         collector = self._collector()
@@ -601,10 +603,10 @@ class KernelSession:
     async def _execute(
         self, run: Run, kernel: Kernel, code: str, execution: Execution, before: Any
     ) -> tuple[CellStatus, asyncio.Future[list[dict[str, Any]]] | None]:
-        """Send `code` and pump its messages; then stop what it left running and hand its
-        request on to late output. Also answers the listing of the files it changed, begun
-        (on a file worker) while its leftovers are stopped: each is a fraction of a
-        millisecond every execution waits for."""
+        """Send `code` and pump its messages; then check its process limit and hand its
+        request on to late output (what it left running is stopped once its `done` is
+        out). Also answers the listing of the files it changed, begun (on a file worker
+        for a large work dir) before the limit check."""
         budget = self.limits.budget()
         forks_refused = kernel.process_limit_hits()
         msg_id = kernel.execute(code)
@@ -659,12 +661,11 @@ class KernelSession:
         return CellStatus.TIMEOUT
 
     async def _after_execution(self, kernel: Kernel, run: Run, forks_refused: int) -> None:
-        """Stop what the execution left running; replace a kernel that hit its process
-        limit (a fork storm leaves copies of the kernel that the limit keeps alive)."""
+        """Replace a kernel that hit its process limit (a fork storm leaves copies of the
+        kernel that the limit keeps alive); else have what the execution left running
+        stopped once its `done` is out (`_stop_strays`)."""
         if self.limits.stop_strays:
-            stopped = await kernel.stop_strays()
-            if stopped:
-                log.info("%r: stopped %d processes the execution left running", self, stopped)
+            self._strays_of = kernel
         if kernel.process_limit_hits() > forks_refused:
             run.emit(
                 error_event(
@@ -677,6 +678,20 @@ class KernelSession:
             await self._drop_kernel(
                 SessionState.RESTARTING, run.exec_id, kill=True, why=Replaced.PROCESS_LIMIT
             )
+
+    async def _stop_strays(self) -> None:
+        """Stop what the last execution left running: after its `done` is published and
+        before the next execution starts. Nothing it stops can be in its output or seen
+        by the next code; a client waiting for `done` does not wait for the look through
+        the kernel's processes (0.1 ms of every execution without a sandbox: a /proc read
+        per kernel thread)."""
+        kernel, self._strays_of = self._strays_of, None
+        if kernel is None or kernel is not self.kernel:
+            return  # replaced since: its processes went with it
+        await asyncio.sleep(0)  # the sockets' writes of `done`, queued already, go first
+        stopped = await kernel.stop_strays()
+        if stopped:
+            log.info("%r: stopped %d processes the execution left running", self, stopped)
 
     def _file_changes(self, before: Any) -> asyncio.Future[list[dict[str, Any]]] | None:
         if self.file_watch is None or before is None:

@@ -493,7 +493,8 @@ class KernelSession:
             finally:
                 if not execution.done.done():
                     execution.done.set_result(cell)
-            await self._stop_strays()
+            with log_context.bound(execution=execution.id):  # its lines name the execution
+                await self._stop_strays()
 
     def _failed(self, execution: Execution, exc: Exception) -> Cell:
         collector = self._collector()
@@ -688,6 +689,7 @@ class KernelSession:
         kernel, self._strays_of = self._strays_of, None
         if kernel is None or kernel is not self.kernel:
             return  # replaced since: its processes went with it
+        log_context.bind(kernel=kernel.id)  # until the caller's binding is undone
         await asyncio.sleep(0)  # the sockets' writes of `done`, queued already, go first
         stopped = await kernel.stop_strays()
         if stopped:

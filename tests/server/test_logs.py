@@ -24,6 +24,7 @@ from server.logs import (
     install_filters,
 )
 from tests.conftest import KEY, KEY2, RunningServer, make_settings, running_server
+from tests.polling import until
 
 BAD_KEYS = ["wrong-key-aaaaaaaa", "wrong-key-bbbbbbbb"]
 
@@ -168,10 +169,12 @@ async def test_json_lines_name_the_tenant_user_kernel_and_execution(
     handler.addFilter(log_context.ContextFilter())
     logging.getLogger().addHandler(install_filters(handler, srv.settings))
     try:
-        # A process the execution leaves running is stopped after it, with a line saying so.
+        # A process the execution leaves running is stopped after it (once its answer is
+        # out, before the session runs anything else), with a line saying so.
         code = "import subprocess; subprocess.Popen(['sleep', '60'])"
         answer = await srv.api.execute("logs-json", code, id="exec-json-1")
         assert answer["status"] == "ok"
+        await until(lambda: "left running" in out.getvalue())
     finally:
         logging.getLogger().removeHandler(handler)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]

@@ -89,6 +89,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DOWNLOAD_PAUSES = (0.01, 0.02, 0.04, 0.08, 0.1)  # between copies of a changing file; then busy
 # The server's own hidden dir in a work dir, and in it where a hibernating kernel saves its
@@ -98,7 +99,6 @@ DOWNLOAD_PAUSES = (0.01, 0.02, 0.04, 0.08, 0.1)  # between copies of a changing 
 SERVER_DIR = ".kss"
 HIBERNATION = "hibernate"
 HIBERNATION_DIR = f"{SERVER_DIR}/{HIBERNATION}"
-T = TypeVar("T")
 INLINE_ENTRIES = 64  # a work dir with fewer entries is walked on the event loop
 MANIFEST = "manifest.json"  # written last by the kernel: a snapshot without one is cut short
 

@@ -155,24 +155,15 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
             if older is not None:
                 await self._replay_stored(*older)
             while (encoded := await sub.get()) is not None:
-                if more := sub.ready():
-                    await self._write_together([encoded, *more])
-                else:
-                    await self._write(encoded)
+                await self._write([encoded, *sub.ready()])
         except tornado.websocket.WebSocketClosedError:
             return
         if sub.reason is not None and self.ws_connection is not None:
             self.close(sub.reason.code, sub.reason.text)
 
-    async def _write(self, encoded: str) -> None:
-        try:
-            await self.write_message(encoded)
-        except UnicodeEncodeError:  # never expected (text is repaired where it enters)
-            await self.write_message(clean_text(encoded))
-
-    async def _write_together(self, messages: list[str]) -> None:
-        """Several text messages in one write to the socket. Each send wakes the client
-        (on a virtual machine, each wake-up is most of a send's cost), and the events
+    async def _write(self, messages: list[str]) -> None:
+        """Text messages (encoded events) in one write to the socket. Each send wakes the
+        client (on a virtual machine, each wake-up is most of a send's cost), and events
         published together are mostly the last of an execution (`status` idle, `done`),
         which its client waits for. Tornado's per-message path, frame by frame: no
         compression is ever negotiated here (`get_compression_options` is not overridden)."""
@@ -201,7 +192,7 @@ class SessionSocket(tornado.websocket.WebSocketHandler):
             if seq > expected:
                 self._send_direct({"type": "gap", "from_seq": expected, "to_seq": seq - 1})
             if body is not None and not (self._skip and json.loads(body)["type"] in self._skip):
-                await self._write(body)
+                await self._write([body])
             expected = seq + 1
 
     def _send_direct(self, event: dict[str, Any]) -> None:

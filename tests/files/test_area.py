@@ -19,6 +19,7 @@ from files.area import BadFileName, FileArea, FileAreaPurged, FileChange, FileEx
 from files.areas import FileAreas
 from files.listing import page
 from tests.files.helpers import BLOCK, HOUR, Clock, names, upload
+from tests.polling import until
 
 
 def test_missing_directory_and_fifo_are_not_found(area: FileArea) -> None:
@@ -154,9 +155,9 @@ async def test_small_work_dirs_are_walked_without_waiting_for_the_file_worker(
         for i in range(INLINE_ENTRIES):
             (area.root / f"f{i:03}.txt").write_bytes(b"f")
         walk = asyncio.ensure_future(area.achanges_since(before))
-        for _ in range(5):  # a walk on the loop would be done after its first step
-            await asyncio.sleep(0)
-        assert not walk.done()  # too large for the loop: it waits for the (busy) worker
+        # Too large for the loop: the walk is queued behind the busy worker's job.
+        await until(lambda: area.lane.key in area.lane.pool._queues)
+        assert not walk.done()
     finally:
         release.set()
     assert await walk == area.changes_since(before) and len(await walk) == INLINE_ENTRIES + 1

@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -22,14 +21,6 @@ from transcript.store.sqlite import SqliteStore
 from transcript.transcript import Transcript
 
 LONE = json.loads('"\\ud800"')  # a lone surrogate, as a peer's JSON can produce
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "kss.sqlite3")
-    await s.open()
-    yield s
-    await s.close()
 
 
 @pytest.fixture

@@ -5,22 +5,12 @@ commit by itself)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from files.listing import FileRecord
 from transcript.store.base import Batch, CellRecord, SessionRecord
 from transcript.store.sqlite import SqliteStore
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "kss.sqlite3")
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def test_a_refused_batch_of_events_leaves_none_of_them(store: SqliteStore) -> None:
